@@ -1,0 +1,48 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv with
+# Python 3.12 if needed and install what they use; nothing has to be installed by hand.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+# The first Python 3.12 that actually runs: PATH first, then pyenv's versions (a pyenv shim
+# named python3.12 exists even where 3.12 is not the selected version, and then fails).
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 \
+	/usr/local/bin/python3.12 /usr/bin/python3.12; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; \
+	done)
+
+.PHONY: demo test test-fast lint bench clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found; install it or run 'make PYTHON312=/path/to/python3.12 ...'"; exit 1; }
+	$(PYTHON312) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/bayes-gmm run configs/em_walkthrough.toml --overwrite
+
+# The suite runs twice: JAX's default float32 and again with float64 enabled.
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check bayes_gmm tests benchmarks
+	JAX_ENABLE_X64=0 $(BIN)/python -m pytest -q
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -x
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check bayes_gmm tests benchmarks
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/em_vs_sklearn.py
+
+clean:
+	rm -rf $(VENV) results build *.egg-info

@@ -1,0 +1,27 @@
+"""bayes_gmm: Bayesian Gaussian mixture models.
+
+A JIT-compiled JAX EM finds the MAP estimate under conjugate priors (Dirichlet on the
+weights, Normal-Inverse-Wishart on each component); a scikit-learn style estimator and a
+command-line tool sit on top.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from bayes_gmm.em import EMInfo, GMMParams, e_step, fit_map, log_posterior, m_step
+from bayes_gmm.priors import GMMPrior, default_prior
+
+try:
+    __version__ = version("bayes_gmm")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "EMInfo",
+    "GMMParams",
+    "GMMPrior",
+    "default_prior",
+    "e_step",
+    "fit_map",
+    "log_posterior",
+    "m_step",
+]
