@@ -8,6 +8,8 @@ command-line tool sit on top.
 from importlib.metadata import PackageNotFoundError, version
 
 from bayes_gmm.em import EMInfo, GMMParams, e_step, fit_map, log_posterior, m_step
+from bayes_gmm.estimator import BayesianGMM
+from bayes_gmm.exceptions import ConvergenceWarning, NotFittedError
 from bayes_gmm.priors import GMMPrior, default_prior
 
 try:
@@ -16,6 +18,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "BayesianGMM",
+    "ConvergenceWarning",
+    "NotFittedError",
     "EMInfo",
     "GMMParams",
     "GMMPrior",

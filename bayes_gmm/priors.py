@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bayes_gmm.checks import check_choice
+
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 # Eigenvalues of the empirical covariance below this fraction of the largest are raised
@@ -45,12 +47,7 @@ class GMMPrior(NamedTuple):
 
 def check_covariance_type(covariance_type) -> str:
     """Return ``covariance_type`` if it is one of :data:`COVARIANCE_TYPES`, else raise."""
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"covariance_type must be one of {', '.join(map(repr, COVARIANCE_TYPES))}; "
-            f"got {covariance_type!r}."
-        )
-    return covariance_type
+    return check_choice(covariance_type, "covariance_type", COVARIANCE_TYPES)
 
 
 def empirical_scale(x: np.ndarray) -> np.ndarray:
@@ -95,7 +92,7 @@ def default_prior(
     ----------
     x : array of shape (n_samples, n_features)
         The data, already checked (finite, numeric, 2-D); see
-        :func:`bayes_gmm.validation.check_data` for a checked conversion.
+        :func:`bayes_gmm.checks.check_data` for a checked conversion.
     n_components : int
         K, the number of mixture components.
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"

@@ -43,7 +43,8 @@ def log_prior(params, prior, covariance_type):
     weights, means, covariances = (np.asarray(a, np.float64) for a in params)
     alpha, m0, kappa0, nu0, psi0 = (np.asarray(a, np.float64) for a in prior)
     k, d = means.shape
-    total = stats.dirichlet(alpha).logpdf(weights)
+    # SciPy wants the weights on the simplex to 1e-9; float32 ones are off by ~1e-8.
+    total = stats.dirichlet(alpha).logpdf(weights / weights.sum())
     if covariance_type in ("full", "tied"):
         sigmas = covariance_matrices(covariances, covariance_type, k, d)
         iw = stats.invwishart(df=float(nu0), scale=psi0)

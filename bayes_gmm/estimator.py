@@ -1,0 +1,517 @@
+"""``BayesianGMM``: the scikit-learn style façade over the MAP core.
+
+This is the one user-facing layer of the MAP fit. It validates every argument before any
+work is done (messages name the parameter, what was expected, what came and the fix),
+converts data and results between NumPy and JAX, and keeps scikit-learn's conventions:
+``__init__`` only stores hyperparameters, fitted attributes end in ``_``, and
+``get_params``/``set_params``/``sklearn.base.clone`` work. scikit-learn itself is not a
+dependency; the estimator implements the protocol.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+
+import jax
+import numpy as np
+
+from bayes_gmm.checks import (
+    check_choice,
+    check_data,
+    check_feature_names,
+    check_float,
+    check_int,
+    check_is_fitted,
+    feature_names,
+)
+from bayes_gmm.covariance import KINDS
+from bayes_gmm.em import INIT_METHODS, GMMParams, e_step, fit_map
+from bayes_gmm.exceptions import ConvergenceWarning
+from bayes_gmm.priors import check_covariance_type, check_n_components, default_prior
+
+
+class BayesianGMM:
+    """Gaussian mixture fitted by its maximum a posteriori (MAP) estimate.
+
+    The prior is conjugate: ``pi ~ Dirichlet(alpha)`` on the weights and a
+    Normal-Inverse-Wishart (or its diagonal/spherical/tied analogue) on each component,
+    with the data-dependent defaults of Fraley & Raftery (2007); see
+    :func:`bayes_gmm.default_prior`. EM maximises the log posterior density, normalising
+    constants included.
+
+    Parameters
+    ----------
+    n_components : int, default 1
+        K, the number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
+    tol : float, default 1e-6
+        EM stops when the log posterior changes by at most ``tol`` times its magnitude.
+    max_iter : int, default 100
+        EM steps at most.
+    n_init : int, default 1
+        Independent initialisations, run in parallel; the highest log posterior wins.
+    init_params : {"k-means++", "random", "random_from_data"}, default "k-means++"
+        How to start: k-means++ seeding, random soft responsibilities (diffuse start), or
+        K distinct data points as centres.
+    weights_init : array of shape (n_components,), optional
+    means_init : array of shape (n_components, n_features), optional
+    covariances_init : array, optional
+        Starting values, shapes as ``covariances_``. Any subset may be given; given means
+        alone assign the points to the nearest mean and the M-step fills in the rest.
+    weight_concentration_prior : float or array of shape (n_components,), optional
+        alpha; default 1 (flat on the simplex). Below 1 empties surplus components.
+    mean_prior : array of shape (n_features,), optional
+        m0; default the data mean.
+    mean_precision_prior : float, optional
+        kappa0; default 0.01.
+    degrees_of_freedom_prior : float, optional
+        nu0 > n_features - 1; default n_features + 2.
+    covariance_prior : float or array, optional
+        Psi0; default ``cov(X) / K ** (2 / D)`` (shape as for ``covariances_``, one
+        matrix for full and tied).
+    random_state : int, numpy.random.Generator, RandomState or None, default None
+        Seed of the initialisation (and of :meth:`sample`).
+    keep_history : bool, default False
+        Keep the parameters of every EM step in ``params_history_``.
+    chunk_size : int, optional
+        Rows per block of the E-step (memory against speed); chosen automatically.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+        full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
+    converged_ : bool
+    n_iter_ : int
+        EM steps taken by the best initialisation.
+    lower_bound_ : float
+        The log posterior ``log p(X | theta) + log p(theta)`` at the estimate (the name is
+        scikit-learn's; here it is the objective itself, not a bound).
+    log_likelihood_ : float
+        ``log p(X | theta)`` at the estimate.
+    log_posterior_history_ : ndarray of shape (n_iter_ + 1,)
+        The log posterior after 0, 1, ..., n_iter_ EM steps.
+    params_history_ : GMMParams or None
+        With ``keep_history=True``, the parameters after every step (leading axis
+        ``n_iter_ + 1``).
+    dead_components_ : ndarray of bool, shape (n_components,)
+        Components whose weight is exactly zero (possible when alpha < 1).
+    prior_ : GMMPrior
+        The prior used, defaults filled in.
+    params_ : GMMParams
+        ``(weights_, means_, covariances_)``, for the functions of the pure core.
+    seed_ : int
+        The integer seed the initialisation used.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Column names, when fitted on a DataFrame with string column names.
+
+    References
+    ----------
+    Fraley, C. and Raftery, A. E. (2007). Bayesian regularization for normal mixture
+    estimation and model-based clustering. Journal of Classification 24, 155-181.
+
+    Examples
+    --------
+    >>> from bayes_gmm import BayesianGMM, datasets
+    >>> X = datasets.old_faithful().to_numpy()
+    >>> gmm = BayesianGMM(n_components=2, random_state=0).fit(X)
+    >>> gmm.predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="k-means++",
+        weights_init=None,
+        means_init=None,
+        covariances_init=None,
+        weight_concentration_prior=None,
+        mean_prior=None,
+        mean_precision_prior=None,
+        degrees_of_freedom_prior=None,
+        covariance_prior=None,
+        random_state=None,
+        keep_history=False,
+        chunk_size=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.covariances_init = covariances_init
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_prior = mean_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.random_state = random_state
+        self.keep_history = keep_history
+        self.chunk_size = chunk_size
+
+    # ----------------------------------------------------------------------------------
+    # Fitting
+
+    def fit(self, X, y=None):
+        """Find the MAP estimate of the mixture for ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        x = check_data(X)
+        names = feature_names(X)
+        n_samples, n_features = x.shape
+        settings = self._checked_settings()
+        n_components = settings["n_components"]
+        if n_samples < n_components:
+            raise ValueError(
+                f"X has {n_samples} sample(s) but n_components={n_components}: a mixture "
+                "needs at least as many points as components. Pass more data or lower "
+                "n_components."
+            )
+        prior = default_prior(
+            x,
+            n_components,
+            settings["covariance_type"],
+            weight_concentration_prior=self.weight_concentration_prior,
+            mean_prior=self.mean_prior,
+            mean_precision_prior=self.mean_precision_prior,
+            degrees_of_freedom_prior=self.degrees_of_freedom_prior,
+            covariance_prior=self.covariance_prior,
+        )
+        start = self._checked_initial_values(n_components, n_features)
+        seed = _seed(self.random_state)
+
+        params, info = fit_map(
+            jax.random.key(seed),
+            x,
+            prior,
+            start,
+            covariance_type=settings["covariance_type"],
+            init=settings["init_params"],
+            n_init=settings["n_init"],
+            max_iter=settings["max_iter"],
+            tol=settings["tol"],
+            keep_history=settings["keep_history"],
+            chunk_size=settings["chunk_size"],
+        )
+        params, info = jax.device_get((params, info))
+        n_iter = int(info.n_iter)
+        history = np.asarray(info.history[: n_iter + 1])
+        if not np.isfinite(info.log_posterior) or not all(
+            np.all(np.isfinite(a)) for a in params
+        ):
+            raise FloatingPointError(
+                f"The fit produced a non-finite log posterior ({float(info.log_posterior)}) "
+                f"at EM step {n_iter}: a covariance became numerically singular in "
+                f"{x.dtype if jax.config.jax_enable_x64 else 'float32'}. Enable float64 "
+                "(JAX_ENABLE_X64=1, or jax.config.update('jax_enable_x64', True)), or pass "
+                "a larger covariance_prior or mean_precision_prior."
+            )
+
+        self.weights_, self.means_, self.covariances_ = (np.asarray(a) for a in params)
+        self.params_ = GMMParams(self.weights_, self.means_, self.covariances_)
+        self.prior_ = prior
+        self.converged_ = bool(info.converged)
+        self.n_iter_ = n_iter
+        self.lower_bound_ = float(info.log_posterior)
+        self.log_likelihood_ = float(info.log_likelihood)
+        self.log_posterior_history_ = history
+        self.params_history_ = None
+        if settings["keep_history"]:
+            self.params_history_ = GMMParams(
+                *(np.asarray(a[: n_iter + 1]) for a in info.params_history)
+            )
+        self.dead_components_ = np.asarray(info.dead)
+        self.seed_ = seed
+        self.n_features_in_ = n_features
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+        if not self.converged_ and settings["max_iter"] > 0:
+            change = abs(history[-1] - history[-2]) / abs(history[-1]) if n_iter else np.inf
+            warnings.warn(
+                f"EM did not converge in max_iter={settings['max_iter']} steps: the last "
+                f"relative change of the log posterior was {change:.2e} > tol="
+                f"{settings['tol']:g}. Increase max_iter, loosen tol, or try n_init > 1.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the most probable component of every point."""
+        return self.fit(X).predict(X)
+
+    def _checked_settings(self) -> dict:
+        chunk_size = self.chunk_size
+        if chunk_size is not None:
+            chunk_size = check_int(chunk_size, "chunk_size", 1)
+        if not isinstance(self.keep_history, bool | np.bool_):
+            raise TypeError(f"keep_history must be True or False; got {self.keep_history!r}.")
+        return {
+            "n_components": check_n_components(self.n_components),
+            "covariance_type": check_covariance_type(self.covariance_type),
+            "init_params": check_choice(self.init_params, "init_params", INIT_METHODS),
+            "tol": check_float(self.tol, "tol", 0.0),
+            "max_iter": check_int(self.max_iter, "max_iter", 0),
+            "n_init": check_int(self.n_init, "n_init", 1),
+            "keep_history": bool(self.keep_history),
+            "chunk_size": chunk_size,
+        }
+
+    def _checked_initial_values(self, n_components, n_features) -> GMMParams | None:
+        k, d = n_components, n_features
+        weights = means = covariances = None
+        if self.weights_init is not None:
+            weights = _finite(self.weights_init, "weights_init", (k,), "(n_components,)")
+            if not np.all(weights > 0) or abs(weights.sum() - 1) > 1e-6:
+                raise ValueError(
+                    "weights_init must be positive and sum to 1; got "
+                    f"{np.round(weights, 6).tolist()} (sum {weights.sum():.6g}). "
+                    "Divide by its sum."
+                )
+            weights = weights / weights.sum()
+        if self.means_init is not None:
+            means = _finite(self.means_init, "means_init", (k, d), "(n_components, n_features)")
+        if self.covariances_init is not None:
+            covariances = _checked_covariances(
+                self.covariances_init, self.covariance_type, k, d
+            )
+        if weights is None and means is None and covariances is None:
+            return None
+        return GMMParams(weights, means, covariances)
+
+    # ----------------------------------------------------------------------------------
+    # Using the fit
+
+    def _checked_input(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        check_feature_names(self, X)
+        x = check_data(X)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {x.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input. Pass data with the columns "
+                "used in fit."
+            )
+        return x
+
+    def _e_step(self, X):
+        x = self._checked_input(X)
+        log_resp, log_density = e_step(x, self.params_, self.covariance_type)
+        return np.asarray(log_resp), np.asarray(log_density)
+
+    def predict_proba(self, X):
+        """Responsibilities: the posterior probability of each component for each point.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_components)
+        """
+        return np.exp(self._e_step(X)[0])
+
+    def predict(self, X):
+        """The most probable component of each point, shape (n_samples,)."""
+        return np.argmax(self._e_step(X)[0], axis=1)
+
+    def score_samples(self, X):
+        """``log p(x_n | theta)`` of each point at the MAP, shape (n_samples,)."""
+        return self._e_step(X)[1]
+
+    def score(self, X, y=None):
+        """Mean log density per point at the MAP (higher is better)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1):
+        """Draw from the fitted mixture.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        labels : ndarray of shape (n_samples,)
+            The component of each draw; draws come grouped by component.
+        """
+        check_is_fitted(self)
+        n_samples = check_int(n_samples, "n_samples", 1)
+        rng = np.random.default_rng(_seed(self.random_state))
+        counts = rng.multinomial(n_samples, self.weights_ / self.weights_.sum())
+        choleskys = np.linalg.cholesky(
+            full_covariances(
+                self.covariances_, self.covariance_type, len(self.weights_), self.n_features_in_
+            )
+        )
+        draws = [
+            self.means_[k] + rng.standard_normal((count, self.n_features_in_)) @ choleskys[k].T
+            for k, count in enumerate(counts)
+        ]
+        labels = np.repeat(np.arange(len(counts)), counts)
+        return np.concatenate(draws).astype(self.means_.dtype), labels
+
+    def _n_parameters(self) -> int:
+        """Free parameters of the live components: weights, means, covariances."""
+        k = int(np.sum(~self.dead_components_))
+        d = self.n_features_in_
+        return k - 1 + k * d + KINDS[self.covariance_type].n_parameters(k, d)
+
+    def bic(self, X):
+        """Bayesian information criterion at the MAP: ``-2 log L + p log N``.
+
+        scikit-learn's sign convention: lower is better (mclust reports the negative).
+        ``log L`` is the log likelihood of ``X`` at the MAP and ``p`` counts the free
+        parameters of the components with non-zero weight.
+        """
+        x = self._checked_input(X)
+        return -2 * self.score(x) * len(x) + self._n_parameters() * np.log(len(x))
+
+    def aic(self, X):
+        """Akaike information criterion at the MAP: ``-2 log L + 2 p`` (lower is better)."""
+        x = self._checked_input(X)
+        return -2 * self.score(x) * len(x) + 2 * self._n_parameters()
+
+    # ----------------------------------------------------------------------------------
+    # The scikit-learn estimator protocol
+
+    @classmethod
+    def _get_param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return sorted(name for name in signature.parameters if name != "self")
+
+    def get_params(self, deep=True):
+        """The hyperparameters, as passed to ``__init__``."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set hyperparameters; they are checked at the next ``fit``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}. "
+                    f"Valid parameters are: {valid!r}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if not _same(value, defaults[name].default)
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, so scikit-learn is importable when it does.
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type="density_estimator", target_tags=TargetTags(required=False))
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def full_covariances(covariances, covariance_type: str, n_components: int, n_features: int):
+    """Covariances of any type as K full matrices, shape (K, D, D)."""
+    c = np.asarray(covariances)
+    if covariance_type == "full":
+        return c
+    if covariance_type == "tied":
+        return np.broadcast_to(c, (n_components, n_features, n_features)).copy()
+    if covariance_type == "diag":
+        return c[:, :, None] * np.eye(n_features)[None]
+    return c[:, None, None] * np.eye(n_features)[None]
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _seed(random_state) -> int:
+    """An integer seed from scikit-learn's kinds of ``random_state``."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state < 2**32:
+            raise ValueError(f"random_state must be in [0, 2**32); got {random_state}.")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    raise TypeError(
+        "random_state must be None, an int, a numpy.random.Generator or a RandomState; "
+        f"got {random_state!r}."
+    )
+
+
+def _finite(value, name, shape, shape_text) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be numeric; got {value!r} ({err}).") from None
+    if array.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {shape_text} = {shape}; got shape {array.shape}."
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite; it contains NaN or inf.")
+    return array
+
+
+def _checked_covariances(value, covariance_type, k, d) -> np.ndarray:
+    name = "covariances_init"
+    shapes = {
+        "full": ((k, d, d), "(n_components, n_features, n_features)"),
+        "tied": ((d, d), "(n_features, n_features)"),
+        "diag": ((k, d), "(n_components, n_features)"),
+        "spherical": ((k,), "(n_components,)"),
+    }
+    shape, shape_text = shapes[covariance_type]
+    array = _finite(value, f"{name} (covariance_type={covariance_type!r})", shape, shape_text)
+    if covariance_type in ("full", "tied"):
+        matrices = array.reshape(-1, d, d)
+        if not np.allclose(matrices, np.swapaxes(matrices, 1, 2), rtol=1e-8, atol=0):
+            raise ValueError(f"{name} must hold symmetric matrices; got non-symmetric ones.")
+        smallest = np.linalg.eigvalsh(matrices).min()
+        if not smallest > 0:
+            raise ValueError(
+                f"{name} must hold symmetric positive definite matrices; got smallest "
+                f"eigenvalue {smallest:.3g}. Pass covariance matrices, e.g. numpy.cov(x.T)."
+            )
+    elif not np.all(array > 0):
+        raise ValueError(f"{name} must be > 0 for covariance_type={covariance_type!r}.")
+    return array
+
+
+__all__ = ["BayesianGMM", "full_covariances"]
