@@ -1,0 +1,151 @@
+"""The ``bayes-gmm`` command: run an experiment config and say what came out.
+
+::
+
+    bayes-gmm run configs/em_walkthrough.toml [--output-dir DIR] [--overwrite] [--quiet]
+
+This module only parses arguments, calls :func:`bayes_gmm.experiment.run_experiment`,
+prints a short summary, and turns expected failures into one line on stderr (no
+traceback) and an exit status:
+
+- 0: success;
+- 2: the command or the config cannot be used as written (a usage error, a
+  :class:`~bayes_gmm.config.ConfigError`, or a results folder that exists without
+  ``--overwrite``): nothing ran;
+- 1: the run failed (data that cannot be read or fitted, a non-finite result); nothing
+  was written;
+- 130: interrupted; nothing was written.
+
+Anything else is a bug and keeps its traceback. Figures are drawn on bare
+:class:`matplotlib.figure.Figure` objects, so the command never needs a display or
+pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+import bayes_gmm
+from bayes_gmm.config import ConfigError, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv=None) -> int:
+    """Entry point of ``bayes-gmm``; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; by default ``sys.argv[1:]``.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed its message (or --help)
+        return int(exit_.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return _run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bayes-gmm",
+        description="Bayesian Gaussian mixture models: MAP estimates by EM under "
+        "conjugate priors, from experiment configs (TOML).",
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {bayes_gmm.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="fit the model a config describes and write its results folder",
+        description="Fit the model a config describes and write <output_dir>/<name>/: "
+        "map.json, EM iteration figures and the log-posterior trace.",
+    )
+    run.add_argument("config", metavar="CONFIG", help="experiment config (TOML)")
+    run.add_argument("--output-dir", metavar="DIR",
+                     help="folder for the results folder (default: output_dir in the "
+                     "config, 'results')")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing results folder of the same name")
+    run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return parser
+
+
+def _run(args) -> int:
+    # Imported here: `bayes-gmm --help` should not wait for JAX and matplotlib.
+    from bayes_gmm.experiment import run_experiment
+
+    try:
+        config = load_config(args.config)
+        result = run_experiment(
+            config, config_path=args.config, output_dir=args.output_dir,
+            overwrite=args.overwrite,
+        )
+    except (ConfigError, FileExistsError) as err:
+        return _error(err, EXIT_USAGE)
+    except (ValueError, TypeError, FloatingPointError, OSError) as err:
+        return _error(err, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("bayes-gmm: interrupted; no results were written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        print(summary(result))
+    return EXIT_OK
+
+
+def _error(err: BaseException, status: int) -> int:
+    message = " ".join(str(err).split())  # one line, whatever the message held
+    print(f"bayes-gmm: error: {message}", file=sys.stderr)
+    return status
+
+
+def summary(result) -> str:
+    """A few lines on what was fitted and where the results are.
+
+    Parameters
+    ----------
+    result : bayes_gmm.experiment.ExperimentResult
+
+    Returns
+    -------
+    str
+    """
+    gmm, config, data = result.estimator, result.config, result.data
+    n, d = data.x.shape
+    model = config.model
+    status = "converged" if gmm.converged_ else "NOT converged"
+    lines = [
+        f"bayes-gmm {bayes_gmm.__version__}: {config.name}",
+        f"  data           {data.description}: {n} points x {d} features "
+        f"({', '.join(data.columns)})",
+        f"  model          K = {model.n_components}, covariance_type = "
+        f"{model.covariance_type!r}, init_params = {model.init_params!r}, seed {config.seed}",
+        f"  EM             {gmm.n_iter_} iterations, {status} (tol {model.tol:g})",
+        f"  log posterior  {gmm.lower_bound_:.4f} (log likelihood {gmm.log_likelihood_:.4f})",
+    ]
+    agreement = result.record["data"].get("agreement_with_true_labels")
+    if agreement is not None:
+        lines.append(f"  true labels    {100 * agreement:.1f}% recovered (after matching labels)")
+    lines.append("  component      weight   mean")
+    with np.printoptions(precision=3, suppress=True):
+        for k, (weight, mean) in enumerate(zip(gmm.weights_, gmm.means_, strict=True)):
+            dead = "  (empty)" if gmm.dead_components_[k] else ""
+            lines.append(f"  {k + 1:<14} {weight:6.3f}   {mean}{dead}")
+    for message in result.warnings:
+        lines.append(f"  warning        {' '.join(message.split())}")
+    n_figures = sum(name.startswith("iterations/") for name in result.files)
+    extra = f", {n_figures} iteration figures" if n_figures else ""
+    lines.append(f"  results        {result.path}/ (map.json{extra}; "
+                 f"{len(result.files)} files)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

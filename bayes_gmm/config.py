@@ -1,0 +1,632 @@
+"""Experiment configs: a TOML file read into frozen dataclasses, checked before anything runs.
+
+A config says what to fit (``[data]``), how (``[model]``, ``[prior]``) and what to write
+(``[output]``); the CLI (:mod:`bayes_gmm.cli`) turns it into a results folder. This module
+only reads and checks. Checks here are about the *form* of the file: unknown keys, missing
+required keys, types, list lengths and matrix shapes that the config itself determines.
+Whether a value is statistically admissible (a positive definite ``covariance_prior``,
+``degrees_of_freedom_prior > D - 1``) is decided once, by :mod:`bayes_gmm.priors` and the
+estimator, after the data are loaded. Every problem raises :class:`ConfigError` naming the
+key path (``model.n_components``), what was expected, what came, and the fix.
+
+The schema is the dataclasses below; the loader reads their fields and type annotations, so
+adding a section for a later feature (``[posterior]``, say) is one new frozen dataclass and
+one field of :class:`ExperimentConfig` with a default, with no change to the loader (a new
+kind of ``[data]`` is one dataclass and one entry of :data:`DATA_KINDS`)::
+
+    name = "em_walkthrough"          # the results folder: <output_dir>/<name>
+    seed = 14                        # one integer: the data draw and the initialisation
+    output_dir = "results"           # relative to the working directory
+
+    [data]
+    source = "synthetic"             # or "builtin" (name = ...) or "csv" (path = ...)
+    generator = "two_gaussians"      # or "mixture" (weights, means, covariances)
+    n_samples = 200
+
+    [model]                          # BayesianGMM's arguments
+    n_components = 2
+    covariance_type = "full"
+    init_params = "random"
+
+    [prior]                          # scikit-learn's names; left out: the defaults
+    mean_precision_prior = 0.01
+
+    [output]
+    iteration_figures = true
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# Array values: TOML arrays become (nested) tuples, so that a config stays frozen and
+# hashable. Their shapes are checked by the sections' _check methods.
+Vector = tuple[float, ...]
+Matrix = tuple[tuple[float, ...], ...]
+Tensor3 = tuple[tuple[tuple[float, ...], ...], ...]
+
+# A folder name that is safe everywhere: no separators, no leading dot (hidden, and the
+# CLI's temporary folders start with one).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Features of the shipped data sets, for shape checks of priors before the data are read.
+BUILTIN_N_FEATURES = {"old_faithful": 2, "galaxy_velocities": 1}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used as written.
+
+    Attributes
+    ----------
+    key : str or None
+        Dotted path of the offending key (``"model.n_components"``), when there is one.
+    source : str
+        The file (or ``"<config>"`` for a dictionary).
+    """
+
+    def __init__(self, message: str, key: str | None = None, source: str = "<config>"):
+        super().__init__(message)
+        self.key = key
+        self.source = source
+
+
+def _minimum(value, **kwargs):
+    """Field metadata: the smallest admissible number."""
+    return field(metadata={"minimum": value}, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# [data]: one dataclass per kind of source, told apart by `source` (and `generator`)
+
+
+@dataclass(frozen=True)
+class TwoGaussiansData:
+    """Two 2-D clusters from :func:`bayes_gmm.datasets.two_gaussians`."""
+
+    source: Literal["synthetic"] = "synthetic"
+    generator: Literal["two_gaussians"] = "two_gaussians"
+    n_samples: int = _minimum(1, default=300)
+    weights: Vector = (0.5, 0.5)
+    separation: float = 4.0
+    seed: int | None = _minimum(0, default=None)  # None: the experiment's seed
+
+    @property
+    def n_features(self) -> int | None:
+        return 2
+
+    def _check(self, where: _Where) -> None:
+        if len(self.weights) != 2:
+            where.fail(
+                "weights", "two numbers (one per cluster)", _shown(self.weights),
+                "Write e.g. weights = [0.5, 0.5].",
+            )
+
+
+@dataclass(frozen=True)
+class MixtureData:
+    """A draw from any Gaussian mixture, :func:`bayes_gmm.datasets.synthetic_mixture`."""
+
+    weights: Vector
+    means: Matrix
+    covariances: Tensor3
+    source: Literal["synthetic"] = "synthetic"
+    generator: Literal["mixture"] = "mixture"
+    n_samples: int = _minimum(1, default=300)
+    seed: int | None = _minimum(0, default=None)  # None: the experiment's seed
+
+    @property
+    def n_features(self) -> int | None:
+        return len(self.means[0]) if self.means else None
+
+    def _check(self, where: _Where) -> None:
+        k = len(self.weights)
+        if len(self.means) != k or len({len(row) for row in self.means}) > 1 or not k:
+            where.fail(
+                "means", f"{k} rows (one per weight) of equal length", _shown(self.means),
+                "Give one mean per component, e.g. means = [[0.0, 0.0], [4.0, 2.0]].",
+            )
+        d = len(self.means[0])
+        for c, matrix in enumerate(self.covariances):
+            if len(matrix) != d or any(len(row) != d for row in matrix):
+                where.fail(
+                    f"covariances[{c}]", f"a {d} x {d} matrix (D = {d} from means)",
+                    _shown(matrix), "Give one D x D matrix per component.",
+                )
+        if len(self.covariances) != k:
+            where.fail(
+                "covariances", f"{k} matrices (one per weight)",
+                f"{len(self.covariances)}", "Give one D x D matrix per component.",
+            )
+
+
+@dataclass(frozen=True)
+class BuiltinData:
+    """A data set shipped with the package (:mod:`bayes_gmm.datasets`), as its function
+    returns it by default (galaxy velocities in km/s)."""
+
+    name: Literal["old_faithful", "galaxy_velocities"]
+    source: Literal["builtin"] = "builtin"
+    columns: tuple[str, ...] | None = None  # None: every column
+
+    @property
+    def n_features(self) -> int | None:
+        return len(self.columns) if self.columns else BUILTIN_N_FEATURES[self.name]
+
+
+@dataclass(frozen=True)
+class CsvData:
+    """A CSV file with a header row; ``path`` is relative to the config file."""
+
+    path: Path
+    source: Literal["csv"] = "csv"
+    columns: tuple[str, ...] | None = None  # None: every column
+
+    @property
+    def n_features(self) -> int | None:
+        return len(self.columns) if self.columns else None
+
+
+DataConfig = TwoGaussiansData | MixtureData | BuiltinData | CsvData
+
+# source -> generator -> dataclass (None: the source has no generator key).
+DATA_KINDS = {
+    "synthetic": {"two_gaussians": TwoGaussiansData, "mixture": MixtureData},
+    "builtin": {None: BuiltinData},
+    "csv": {None: CsvData},
+}
+
+
+# --------------------------------------------------------------------------------------
+# [model], [prior], [output]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Arguments of :class:`bayes_gmm.BayesianGMM` (the same names)."""
+
+    n_components: int = _minimum(1)
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    init_params: Literal["k-means++", "random", "random_from_data"] = "k-means++"
+    n_init: int = _minimum(1, default=1)
+    max_iter: int = _minimum(0, default=100)
+    tol: float = _minimum(0.0, default=1e-6)
+    chunk_size: int | None = _minimum(1, default=None)
+
+    def estimator_kwargs(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Hyperparameters, scikit-learn's names; a key left out takes the default prior's value.
+
+    Shapes: ``weight_concentration_prior`` a number or K numbers; ``mean_prior`` D numbers;
+    ``covariance_prior`` a D x D matrix (full, tied), D numbers (diag) or a number
+    (spherical). See :func:`bayes_gmm.default_prior`.
+    """
+
+    weight_concentration_prior: float | Vector | None = None
+    mean_prior: Vector | None = None
+    mean_precision_prior: float | None = None
+    degrees_of_freedom_prior: float | None = None
+    covariance_prior: float | Vector | Matrix | None = None
+
+    def estimator_kwargs(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What the results folder holds besides ``map.json``."""
+
+    iteration_figures: bool = True  # one figure per EM iteration, and a grid of them
+    max_iteration_figures: int = _minimum(2, default=50)  # more: evenly spaced iterations
+    log_posterior_figure: bool = True
+    format: Literal["png", "pdf", "svg"] = "png"
+    dpi: int = _minimum(10, default=100)
+    features: tuple[int, ...] = (0, 1)  # the two columns drawn (D >= 2)
+
+    def _check(self, where: _Where) -> None:
+        if len(self.features) != 2 or self.features[0] == self.features[1]:
+            where.fail(
+                "features", "two different column indices", _shown(self.features),
+                "Write e.g. features = [0, 1].",
+            )
+        if min(self.features) < 0:
+            where.fail(
+                "features", "indices >= 0", _shown(self.features), "Count columns from 0."
+            )
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: the whole config file."""
+
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    seed: int = _minimum(0, default=0)
+    output_dir: str = "results"
+    prior: PriorConfig = PriorConfig()
+    output: OutputConfig = OutputConfig()
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (lists for tuples, strings for paths)."""
+        return _plain(dataclasses.asdict(self))
+
+    def _check(self, where: _Where) -> None:
+        if not NAME_PATTERN.match(self.name):
+            where.fail(
+                "name", "a folder name of letters, digits, '.', '_' or '-', not starting "
+                "with '.' or '-'", repr(self.name), 'Write e.g. name = "old_faithful_k2".',
+            )
+        if self.seed >= 2**32:
+            where.fail("seed", "an integer in [0, 2**32)", str(self.seed), "Use a smaller seed.")
+        _check_prior_shapes(self, where)
+        d = self.data.n_features
+        if d is not None and d >= 2 and max(self.output.features) >= d:
+            where.inside("output").fail(
+                "features", f"column indices below n_features = {d}",
+                _shown(self.output.features), f"Pick two of 0 .. {d - 1}.",
+            )
+
+
+def _check_prior_shapes(config: ExperimentConfig, where: _Where) -> None:
+    """Shapes of the prior that the config alone determines (K always, D when known)."""
+    prior, model = config.prior, config.model
+    k, d, kind = model.n_components, config.data.n_features, model.covariance_type
+    inside = where.inside("prior")
+    alpha = prior.weight_concentration_prior
+    if isinstance(alpha, tuple) and len(alpha) != k:
+        inside.fail(
+            "weight_concentration_prior",
+            f"a number or a list of n_components = {k} numbers", _shown(alpha),
+            f"Give one number per component, or a single number for all {k}.",
+        )
+    if prior.mean_prior is not None and d is not None and len(prior.mean_prior) != d:
+        inside.fail(
+            "mean_prior", f"a list of n_features = {d} numbers", _shown(prior.mean_prior),
+            "Give one number per feature of the data.",
+        )
+    psi = prior.covariance_prior
+    if psi is None:
+        return
+    depth = 0 if isinstance(psi, float) else 2 if isinstance(psi[0], tuple) else 1
+    expected_depth = {"full": 2, "tied": 2, "diag": 1, "spherical": 0}[kind]
+    words = {
+        2: f"a {d or 'D'} x {d or 'D'} matrix (a list of lists of numbers)",
+        1: f"a list of {d or 'D'} numbers (one variance per feature)",
+        0: "a single number (one variance)",
+    }[expected_depth]
+    shown = _shown(psi)
+    fix = f"Give {words}, or leave covariance_prior out to use the default."
+    if depth != expected_depth:
+        inside.fail("covariance_prior", f"{words} for covariance_type = {kind!r}", shown, fix)
+    if depth == 2:
+        size = len(psi) if d is None else d
+        if len(psi) != size or any(len(row) != size for row in psi):
+            inside.fail("covariance_prior", f"{words} for covariance_type = {kind!r}",
+                        shown, fix)
+    if depth == 1 and d is not None and len(psi) != d:
+        inside.fail("covariance_prior", f"{words} for covariance_type = {kind!r}", shown, fix)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path) -> ExperimentConfig:
+    """Read and check a TOML experiment config.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The config file. A CSV path inside it is taken relative to the file's folder.
+
+    Returns
+    -------
+    ExperimentConfig
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not valid TOML, or does not fit the schema.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file not found: {source!r} (looked in {str(path.resolve().parent)!r}). "
+            "Check the path, e.g. bayes-gmm run configs/em_walkthrough.toml.",
+            source=source,
+        )
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(
+            f"{source} is not valid TOML: {err}. Fix the syntax there "
+            "(strings need quotes, tables are [name], arrays are [1, 2]).",
+            source=source,
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{source} is not UTF-8 text ({err}); save it as UTF-8.", source=source
+        ) from None
+    return parse_config(table, base_dir=path.parent, source=source)
+
+
+def parse_config(table: dict, base_dir=".", source: str = "<config>") -> ExperimentConfig:
+    """Check an already parsed TOML table (a dict) against the schema.
+
+    Parameters
+    ----------
+    table : dict
+        As returned by :func:`tomllib.loads`.
+    base_dir : str or path-like, default "."
+        Folder that relative CSV paths are taken from.
+    source : str, default "<config>"
+        Named in error messages.
+    """
+    where = _Where(source, "", Path(base_dir))
+    return _build(ExperimentConfig, table, where)
+
+
+class _Where:
+    """Where in the file the loader is (for messages), and how to fail there."""
+
+    def __init__(self, source: str, prefix: str, base_dir: Path):
+        self.source, self.prefix, self.base_dir = source, prefix, base_dir
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def inside(self, name: str) -> _Where:
+        return _Where(self.source, self.key(name), self.base_dir)
+
+    def fail(self, name: str, expected: str, got: str, fix: str) -> typing.NoReturn:
+        key = self.key(name)
+        raise ConfigError(
+            f"{key}: expected {expected}; got {got} (in {self.source}). {fix}",
+            key=key,
+            source=self.source,
+        )
+
+
+def _build(cls, table: dict, where: _Where):
+    """An instance of dataclass ``cls`` from a TOML table, every field converted."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    unknown = [name for name in table if name not in fields]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        section = f"[{where.prefix}]" if where.prefix else "the top level"
+        raise ConfigError(
+            f"unknown key {where.key(name)!r} (in {where.source}): {section}"
+            f"{_variant(cls)} takes {', '.join(fields)}. {hint}Remove it or fix its name.",
+            key=where.key(name),
+            source=where.source,
+        )
+    values = {}
+    for name, f in fields.items():
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                hint = hints[name]
+                section = f"under [{where.prefix}]" if where.prefix else "at the top"
+                expected = _describe(hint)
+                if "minimum" in f.metadata:
+                    expected += f" >= {f.metadata['minimum']}"
+                if _is_section(hint):
+                    add = f"Add a [{where.key(name)}] section"
+                else:
+                    add = f"Add e.g. {name} = {_example(hint)} {section}"
+                raise ConfigError(
+                    f"missing key {where.key(name)!r} (in {where.source}): expected "
+                    f"{expected}. {add}.",
+                    key=where.key(name),
+                    source=where.source,
+                )
+            continue
+        minimum = f.metadata.get("minimum")
+        default = f.default if f.default not in (dataclasses.MISSING, None) else None
+        example = _example(hints[name]) if default is None else _toml(default)
+        values[name] = _convert(table[name], hints[name], name, where, example)
+        if minimum is not None and values[name] is not None and values[name] < minimum:
+            where.fail(
+                name, f"{_describe(hints[name])} >= {minimum}", _shown(table[name]),
+                f"Write e.g. {name} = {minimum if default is None else example}.",
+            )
+    instance = cls(**values)
+    if hasattr(instance, "_check"):
+        instance._check(where)
+    return instance
+
+
+def _convert(value, hint, name: str, where: _Where, example: str):
+    """``value`` as type ``hint``, or a ConfigError naming ``where.key(name)``."""
+    if _is_section(hint):
+        if not isinstance(value, dict):
+            where.fail(
+                name, "a table", _shown(value),
+                f"Write it as a section: [{where.key(name)}] on its own line, then "
+                "key = value lines.",
+            )
+        if hint is DataConfig:
+            return _build_data(value, where.inside(name))
+        return _build(hint, value, where.inside(name))
+    converted = _try_convert(value, hint, where)
+    if converted is _FAIL:
+        where.fail(name, _describe(hint), _shown(value), f"Write e.g. {name} = {example}.")
+    return converted
+
+
+_FAIL = object()
+
+
+def _try_convert(value, hint, where: _Where):
+    """``value`` as ``hint``, or ``_FAIL``; never raises for a wrong type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            if option is type(None):
+                continue
+            converted = _try_convert(value, option, where)
+            if converted is not _FAIL:
+                return converted
+        return _FAIL
+    if origin is Literal:
+        return value if isinstance(value, str) and value in args else _FAIL
+    if origin is tuple:
+        if not isinstance(value, list) or not value:
+            return _FAIL
+        items = [_try_convert(item, args[0], where) for item in value]
+        return _FAIL if any(item is _FAIL for item in items) else tuple(items)
+    if hint is bool:
+        return value if isinstance(value, bool) else _FAIL
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _FAIL
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else _FAIL
+    if hint is str:
+        return value if isinstance(value, str) else _FAIL
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            return _FAIL
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (where.base_dir / path).resolve()
+    raise TypeError(f"config schema has an unsupported annotation {hint!r}")  # a bug here
+
+
+def _build_data(table, where: _Where) -> DataConfig:
+    """Pick the dataclass of [data] by its ``source`` (and ``generator``), then build it."""
+    sources = ", ".join(map(repr, DATA_KINDS))
+    if "source" not in table:
+        raise ConfigError(
+            f"missing key 'data.source' (in {where.source}): expected one of {sources}. "
+            'Add e.g. source = "synthetic" under [data].',
+            key="data.source",
+            source=where.source,
+        )
+    source = table["source"]
+    if source not in DATA_KINDS:
+        where.fail("source", f"one of {sources}", _shown(source),
+                   'Write e.g. source = "builtin" with name = "old_faithful".')
+    generators = DATA_KINDS[source]
+    if None in generators:
+        return _build(generators[None], table, where)
+    generator = table.get("generator", "two_gaussians")
+    if generator not in generators:
+        where.fail("generator", f"one of {', '.join(map(repr, generators))}",
+                   _shown(generator), 'Write e.g. generator = "two_gaussians".')
+    return _build(generators[generator], table, where)
+
+
+# --------------------------------------------------------------------------------------
+# Words for messages
+
+
+def _is_section(hint) -> bool:
+    return hint is DataConfig or (isinstance(hint, type) and dataclasses.is_dataclass(hint))
+
+
+def _variant(cls) -> str:
+    if cls in (TwoGaussiansData, MixtureData):
+        return f" with generator = {cls.generator!r}"
+    if cls in (BuiltinData, CsvData):
+        return f" with source = {cls.source!r}"
+    return ""
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(a) for a in args if a is not type(None)]
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if hint == Tensor3:
+        return "a list of matrices (lists of lists of numbers)"
+    if hint == Matrix:
+        return "a matrix (a list of lists of numbers)"
+    if origin is tuple:
+        return {float: "a list of numbers", int: "a list of integers",
+                str: "a list of strings"}[args[0]]
+    if _is_section(hint):
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a finite number",
+            str: "a string", Path: "a file path (a string)"}[hint]
+
+
+def _example(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _example(next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return f'"{args[0]}"'
+    if hint == Tensor3:
+        return "[[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.0], [0.0, 0.5]]]"
+    if hint == Matrix:
+        return "[[1.0, 0.0], [0.0, 1.0]]"
+    if origin is tuple:
+        return {float: "[0.5, 0.5]", int: "[0, 1]", str: '["eruptions", "waiting"]'}[args[0]]
+    return {bool: "true", int: "2", float: "0.5", str: '"text"',
+            Path: '"data/points.csv"'}.get(hint, "...")
+
+
+def _shown(value) -> str:
+    """A value as the user wrote it, with its TOML kind when that explains the problem."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", tuple: "an array", dict: "a table"}
+    text = repr(_plain(value))
+    if len(text) > 80:
+        text = text[:77] + "..."
+    kind = kinds.get(type(value))
+    return f"{text} ({kind})" if kind else text
+
+
+def _toml(value) -> str:
+    """A default value as it would be written in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+__all__ = [
+    "BuiltinData",
+    "ConfigError",
+    "CsvData",
+    "DataConfig",
+    "ExperimentConfig",
+    "MixtureData",
+    "ModelConfig",
+    "OutputConfig",
+    "PriorConfig",
+    "TwoGaussiansData",
+    "load_config",
+    "parse_config",
+]
