@@ -7,6 +7,7 @@ command-line tool sit on top.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from bayes_gmm.diagnostics import compare_map_posterior
 from bayes_gmm.em import EMInfo, GMMParams, e_step, fit_map, log_posterior, m_step
 from bayes_gmm.estimator import BayesianGMM
 from bayes_gmm.exceptions import ConvergenceWarning, NotFittedError
@@ -18,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "compare_map_posterior",
     "BayesianGMM",
     "ConvergenceWarning",
     "NotFittedError",

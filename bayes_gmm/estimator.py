@@ -10,6 +10,7 @@ dependency; the estimator implements the protocol.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import numbers
 import warnings
@@ -244,6 +245,7 @@ class BayesianGMM:
         self.dead_components_ = np.asarray(info.dead)
         self.seed_ = seed
         self.n_features_in_ = n_features
+        self._fit_fingerprint = _fingerprint(x)
         if names is not None:
             self.feature_names_in_ = names
         elif hasattr(self, "feature_names_in_"):
@@ -369,6 +371,84 @@ class BayesianGMM:
         labels = np.repeat(np.arange(len(counts)), counts)
         return np.concatenate(draws).astype(self.means_.dtype), labels
 
+    def sample_posterior(
+        self,
+        X,
+        method="nuts",
+        *,
+        num_chains=4,
+        num_warmup=500,
+        num_samples=1000,
+        thinning=1,
+        init_jitter=0.0,
+        init="map",
+        progress_bar=False,
+        log_likelihood=True,
+    ):
+        """Sample the full posterior of the same model, starting at the MAP.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The data the estimator was fitted on (the prior is the one built for them).
+        method : {"nuts", "gibbs", "laplace"}, default "nuts"
+            NUTS on the NumPyro model (labels summed out), the conjugate Gibbs sampler, or
+            a Laplace approximation in the unconstrained parametrisation.
+        num_chains, num_warmup, num_samples, thinning : int
+        init_jitter : float, default 0
+            Scatter the chains' starts around the MAP.
+        init : {"map", "default"}, default "map"
+            NUTS only: start at the MAP or at NumPyro's default initialisation.
+        progress_bar : bool, default False
+        log_likelihood : bool, default True
+            Keep the pointwise log likelihood (for LOO); C x S x N values.
+
+        Returns
+        -------
+        xarray.DataTree
+            ArviZ 1.x layout; draws aligned to the MAP; see
+            :func:`bayes_gmm.diagnostics.to_datatree`. Summarise it with
+            :func:`bayes_gmm.compare_map_posterior`.
+        """
+        from bayes_gmm import posterior  # NumPyro is imported only when sampling
+
+        x = self._checked_input(X)
+        if _fingerprint(x) != self._fit_fingerprint:
+            warnings.warn(
+                "X is not the data this estimator was fitted on: the posterior conditions on "
+                "X but uses the prior built for the fit data and starts at their MAP. Fit on "
+                "X first for a consistent comparison.",
+                UserWarning,
+                stacklevel=2,
+            )
+        map_info = {
+            "log_posterior": self.lower_bound_,
+            "n_iter": self.n_iter_,
+            "converged": self.converged_,
+            "history": self.log_posterior_history_,
+            "dead": self.dead_components_,
+            "seed": self.seed_,
+        }
+        key = jax.random.fold_in(jax.random.key(_seed(self.random_state)), 1)
+        return posterior.sample(
+            key,
+            x.astype(self.means_.dtype),
+            self.prior_,
+            self.params_,
+            covariance_type=self.covariance_type,
+            method=method,
+            num_chains=num_chains,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            thinning=thinning,
+            init_jitter=init_jitter,
+            init=init,
+            progress_bar=progress_bar,
+            map_info=map_info,
+            feature_names=getattr(self, "feature_names_in_", None),
+            log_likelihood=log_likelihood,
+        )
+
     def _n_parameters(self) -> int:
         """Free parameters of the live components: weights, means, covariances."""
         k = int(np.sum(~self.dead_components_))
@@ -444,6 +524,12 @@ def full_covariances(covariances, covariance_type: str, n_components: int, n_fea
     if covariance_type == "diag":
         return c[:, :, None] * np.eye(n_features)[None]
     return c[:, None, None] * np.eye(n_features)[None]
+
+
+def _fingerprint(x: np.ndarray) -> str:
+    """A digest of the data, to notice when a posterior is asked for other data than fit."""
+    return hashlib.blake2b(np.ascontiguousarray(x, np.float64).tobytes(), digest_size=16,
+                           person=str(x.shape).encode()[:16]).hexdigest()
 
 
 def _same(a, b) -> bool:
