@@ -3,10 +3,12 @@
 ::
 
     bayes-gmm run configs/em_walkthrough.toml [--output-dir DIR] [--overwrite] [--quiet]
+    bayes-gmm run configs/old_faithful.toml       (MAP, then the posterior by NUTS)
 
 This module only parses arguments, calls :func:`bayes_gmm.experiment.run_experiment`,
-prints a short summary, and turns expected failures into one line on stderr (no
-traceback) and an exit status:
+prints a short summary (with a ``[posterior]`` section also its headline: method, chains
+x draws, time, R-hat, ESS, divergences and where the MAP sits in the posterior), and
+turns expected failures into one line on stderr (no traceback) and an exit status:
 
 - 0: success;
 - 2: the command or the config cannot be used as written (a usage error, a
@@ -16,7 +18,8 @@ traceback) and an exit status:
   was written;
 - 130: interrupted; nothing was written.
 
-Anything else is a bug and keeps its traceback. Figures are drawn on bare
+While NUTS samples, its progress bar runs on stderr; ``--quiet`` turns off both the bar
+and the summary. Anything else is a bug and keeps its traceback. Figures are drawn on bare
 :class:`matplotlib.figure.Figure` objects, so the command never needs a display or
 pyplot's global state.
 """
@@ -57,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bayes-gmm",
         description="Bayesian Gaussian mixture models: MAP estimates by EM under "
-        "conjugate priors, from experiment configs (TOML).",
+        "conjugate priors and their posterior (NUTS, Gibbs, Laplace), from experiment "
+        "configs (TOML).",
     )
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {bayes_gmm.__version__}")
@@ -66,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="fit the model a config describes and write its results folder",
         description="Fit the model a config describes and write <output_dir>/<name>/: "
-        "map.json, EM iteration figures and the log-posterior trace.",
+        "map.json, EM iteration figures and the log-posterior trace; with a [posterior] "
+        "section also posterior.nc, comparison.csv, diagnostics.csv, posterior.json and "
+        "the posterior figures.",
     )
     run.add_argument("config", metavar="CONFIG", help="experiment config (TOML)")
     run.add_argument("--output-dir", metavar="DIR",
@@ -74,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                      "config, 'results')")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing results folder of the same name")
-    run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bar, and print nothing on success")
     return parser
 
 
@@ -86,7 +93,7 @@ def _run(args) -> int:
         config = load_config(args.config)
         result = run_experiment(
             config, config_path=args.config, output_dir=args.output_dir,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, progress=not args.quiet,
         )
     except (ConfigError, FileExistsError) as err:
         return _error(err, EXIT_USAGE)
@@ -140,11 +147,51 @@ def summary(result) -> str:
             lines.append(f"  {k + 1:<14} {weight:6.3f}   {mean}{dead}")
     for message in result.warnings:
         lines.append(f"  warning        {' '.join(message.split())}")
+    for method, posterior in result.posterior.items():
+        lines += _posterior_lines(method, posterior.summary)
     n_figures = sum(name.startswith("iterations/") for name in result.files)
     extra = f", {n_figures} iteration figures" if n_figures else ""
+    if result.posterior:
+        extra += ", posterior.nc, comparison.csv, diagnostics.csv"
     lines.append(f"  results        {result.path}/ (map.json{extra}; "
                  f"{len(result.files)} files)")
     return "\n".join(lines)
+
+
+def _posterior_lines(method, summary) -> list[str]:
+    """The headline of one posterior run, as in posterior.json."""
+    warmup = "" if summary["num_warmup"] is None else f" after {summary['num_warmup']} warm-up"
+    seconds = summary["sampling_time_s"]
+    lines = [
+        f"  posterior      {method}: {summary['num_chains']} chains x "
+        f"{summary['num_samples']} draws{warmup}"
+        + ("" if seconds is None else f", {seconds:.1f} s")
+    ]
+    r_hat = summary["max_r_hat"]
+    ess_bulk, ess_tail = summary["min_ess_bulk"], summary["min_ess_tail"]
+    parts = [
+        "max R-hat " + ("n/a (one chain)" if r_hat is None else f"{r_hat:.3f}"),
+        "min ESS " + ("n/a" if ess_bulk is None else f"{ess_bulk:.0f} bulk")
+        + ("" if ess_tail is None else f", {ess_tail:.0f} tail"),
+    ]
+    if summary["divergences"] is not None:
+        parts.append(f"{summary['divergences']} divergences")
+    if summary["relabelled_fraction"]:
+        parts.append(f"{100 * summary['relabelled_fraction']:.1f}% of draws relabelled")
+    lines.append(f"    diagnostics  {', '.join(parts)}")
+    lines.append(
+        f"    MAP          inside the {100 * summary['hdi_prob']:g}% HDI for "
+        f"{summary['map_in_hdi']} of {summary['n_parameters']} parameters; log posterior "
+        f"{_number(summary['lp_map'])} (posterior mean "
+        f"{_number(summary['lp_posterior_mean'])})"
+    )
+    for note in summary["notes"] + summary["warnings"]:
+        lines.append(f"    note         {' '.join(note.split())}")
+    return lines
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

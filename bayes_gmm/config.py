@@ -1,6 +1,7 @@
 """Experiment configs: a TOML file read into frozen dataclasses, checked before anything runs.
 
-A config says what to fit (``[data]``), how (``[model]``, ``[prior]``) and what to write
+A config says what to fit (``[data]``), how (``[model]``, ``[prior]``), whether to sample
+the posterior after the MAP fit (``[posterior]``, optional) and what to write
 (``[output]``); the CLI (:mod:`bayes_gmm.cli`) turns it into a results folder. This module
 only reads and checks. Checks here are about the *form* of the file: unknown keys, missing
 required keys, types, list lengths and matrix shapes that the config itself determines.
@@ -10,9 +11,10 @@ estimator, after the data are loaded. Every problem raises :class:`ConfigError` 
 key path (``model.n_components``), what was expected, what came, and the fix.
 
 The schema is the dataclasses below; the loader reads their fields and type annotations, so
-adding a section for a later feature (``[posterior]``, say) is one new frozen dataclass and
-one field of :class:`ExperimentConfig` with a default, with no change to the loader (a new
-kind of ``[data]`` is one dataclass and one entry of :data:`DATA_KINDS`)::
+adding a section for a later feature (``[sensitivity]``, say) is one new frozen dataclass and
+one field of :class:`ExperimentConfig` with a default (``None`` for a section whose absence
+means "not asked for"), with no change to the loader (a new kind of ``[data]`` is one
+dataclass and one entry of :data:`DATA_KINDS`)::
 
     name = "em_walkthrough"          # the results folder: <output_dir>/<name>
     seed = 14                        # one integer: the data draw and the initialisation
@@ -30,6 +32,12 @@ kind of ``[data]`` is one dataclass and one entry of :data:`DATA_KINDS`)::
 
     [prior]                          # scikit-learn's names; left out: the defaults
     mean_precision_prior = 0.01
+
+    [posterior]                      # optional; left out: the MAP only
+    method = "nuts"                  # or "gibbs", "laplace"
+    num_chains = 4
+    num_warmup = 500
+    num_samples = 1000
 
     [output]
     iteration_figures = true
@@ -224,6 +232,59 @@ class PriorConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+# The ways to reach the posterior (bayes_gmm.posterior.METHODS; spelled out here so that
+# reading a config never imports NumPyro).
+PosteriorMethod = Literal["nuts", "gibbs", "laplace"]
+
+
+@dataclass(frozen=True)
+class PosteriorConfig:
+    """Sampling the posterior after the MAP fit: the arguments of
+    :meth:`bayes_gmm.BayesianGMM.sample_posterior` (the same names), and how to summarise.
+
+    Left out of a config, no posterior is sampled. ``compare_methods`` runs further methods
+    on the same data, prior and MAP, each written beside the main one with its name as a
+    suffix (``posterior_gibbs.nc``, ...): two independent routes to one posterior agreeing
+    is the strongest check either has.
+    """
+
+    method: PosteriorMethod = "nuts"
+    num_chains: int = _minimum(1, default=4)
+    num_warmup: int = _minimum(0, default=500)  # per chain; unused by "laplace"
+    num_samples: int = _minimum(1, default=1000)  # kept draws per chain
+    thinning: int = _minimum(1, default=1)  # steps per kept draw
+    init_jitter: float = _minimum(0.0, default=0.0)  # scatter of the starts around the MAP
+    init: Literal["map", "default"] = "map"  # NUTS only: start at the MAP or NumPyro's init
+    hdi_prob: float = 0.89  # mass of the highest density intervals in tables and figures
+    log_likelihood: bool = True  # keep the pointwise log likelihood (C x S x N, for LOO)
+    compare_methods: tuple[PosteriorMethod, ...] = ()
+
+    def sampler_kwargs(self) -> dict:
+        """Keyword arguments of ``sample_posterior`` (all but the method)."""
+        return {name: getattr(self, name) for name in (
+            "num_chains", "num_warmup", "num_samples", "thinning", "init_jitter", "init",
+            "log_likelihood")}
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The main method first, then the compared ones."""
+        return (self.method, *self.compare_methods)
+
+    def _check(self, where: _Where) -> None:
+        if not 0 < self.hdi_prob < 1:
+            where.fail("hdi_prob", "a probability strictly between 0 and 1",
+                       _shown(self.hdi_prob), "Write e.g. hdi_prob = 0.89.")
+        seen = {self.method}
+        for method in self.compare_methods:
+            if method in seen:
+                where.fail(
+                    "compare_methods", f"methods other than method = {self.method!r}, each "
+                    "once", _shown(self.compare_methods),
+                    f"Remove {method!r} (the main method is always run).",
+                )
+            seen.add(method)
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """What the results folder holds besides ``map.json``."""
@@ -234,6 +295,7 @@ class OutputConfig:
     format: Literal["png", "pdf", "svg"] = "png"
     dpi: int = _minimum(10, default=100)
     features: tuple[int, ...] = (0, 1)  # the two columns drawn (D >= 2)
+    posterior_figures: bool = True  # with [posterior]: MAP vs draws, forest, trace plots
 
     def _check(self, where: _Where) -> None:
         if len(self.features) != 2 or self.features[0] == self.features[1]:
@@ -257,6 +319,7 @@ class ExperimentConfig:
     seed: int = _minimum(0, default=0)
     output_dir: str = "results"
     prior: PriorConfig = PriorConfig()
+    posterior: PosteriorConfig | None = None  # None: the MAP only
     output: OutputConfig = OutputConfig()
 
     def to_dict(self) -> dict:
@@ -438,8 +501,13 @@ def _build(cls, table: dict, where: _Where):
                 )
             continue
         minimum = f.metadata.get("minimum")
-        default = f.default if f.default not in (dataclasses.MISSING, None) else None
+        default = f.default if f.default not in (dataclasses.MISSING, None, ()) else None
         example = _example(hints[name]) if default is None else _toml(default)
+        if table[name] == [] and f.default == ():
+            # An empty list where the default is one (compare_methods = []); elsewhere an
+            # array must have items, so _try_convert refuses empty ones.
+            values[name] = ()
+            continue
         values[name] = _convert(table[name], hints[name], name, where, example)
         if minimum is not None and values[name] is not None and values[name] < minimum:
             where.fail(
@@ -463,7 +531,7 @@ def _convert(value, hint, name: str, where: _Where, example: str):
             )
         if hint is DataConfig:
             return _build_data(value, where.inside(name))
-        return _build(hint, value, where.inside(name))
+        return _build(_section_class(hint), value, where.inside(name))
     converted = _try_convert(value, hint, where)
     if converted is _FAIL:
         where.fail(name, _describe(hint), _shown(value), f"Write e.g. {name} = {example}.")
@@ -536,8 +604,16 @@ def _build_data(table, where: _Where) -> DataConfig:
 # Words for messages
 
 
+def _section_class(hint):
+    """The dataclass of a section's annotation (``X`` or ``X | None``), else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = options[0] if len(options) == 1 else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
 def _is_section(hint) -> bool:
-    return hint is DataConfig or (isinstance(hint, type) and dataclasses.is_dataclass(hint))
+    return hint is DataConfig or _section_class(hint) is not None
 
 
 def _variant(cls) -> str:
@@ -550,6 +626,8 @@ def _variant(cls) -> str:
 
 def _describe(hint) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if _is_section(hint):
+        return "a table"
     if origin in (typing.Union, types.UnionType):
         words = [_describe(a) for a in args if a is not type(None)]
         return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
@@ -559,11 +637,11 @@ def _describe(hint) -> str:
         return "a list of matrices (lists of lists of numbers)"
     if hint == Matrix:
         return "a matrix (a list of lists of numbers)"
+    if origin is tuple and typing.get_origin(args[0]) is Literal:
+        return "a list of methods among " + ", ".join(map(repr, typing.get_args(args[0])))
     if origin is tuple:
         return {float: "a list of numbers", int: "a list of integers",
                 str: "a list of strings"}[args[0]]
-    if _is_section(hint):
-        return "a table"
     return {bool: "true or false", int: "an integer", float: "a finite number",
             str: "a string", Path: "a file path (a string)"}[hint]
 
@@ -578,6 +656,8 @@ def _example(hint) -> str:
         return "[[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.0], [0.0, 0.5]]]"
     if hint == Matrix:
         return "[[1.0, 0.0], [0.0, 1.0]]"
+    if origin is tuple and typing.get_origin(args[0]) is Literal:
+        return "[" + ", ".join(f'"{a}"' for a in typing.get_args(args[0])[1:]) + "]"
     if origin is tuple:
         return {float: "[0.5, 0.5]", int: "[0, 1]", str: '["eruptions", "waiting"]'}[args[0]]
     return {bool: "true", int: "2", float: "0.5", str: '"text"',
@@ -625,6 +705,7 @@ __all__ = [
     "MixtureData",
     "ModelConfig",
     "OutputConfig",
+    "PosteriorConfig",
     "PriorConfig",
     "TwoGaussiansData",
     "load_config",

@@ -7,15 +7,25 @@ CLI summarises.
 
 The results folder ``<output_dir>/<name>/`` holds ``map.json`` (the estimate, the prior,
 the seed, the config and the software and device it ran on), the EM iteration figures
-and the log-posterior trace. It is never half-written and never silently replaced:
+and the log-posterior trace. With a ``[posterior]`` section the posterior is sampled
+from the MAP after the fit (:meth:`bayes_gmm.BayesianGMM.sample_posterior`) and the
+folder also holds ``posterior.nc`` (the draws as an ArviZ 1.x DataTree),
+``comparison.csv`` (MAP against posterior, :func:`bayes_gmm.compare_map_posterior`),
+``diagnostics.csv`` (R-hat, ESS, divergences, time), ``posterior.json`` (the settings
+and headline diagnostics) and the figures of :mod:`bayes_gmm.plots` (MAP and posterior
+ellipses, a forest plot, trace plots); each method of ``compare_methods`` writes the
+same files with its name as a suffix. Everything is computed before the first file is
+written. The folder is never half-written and never silently replaced:
 
 - an existing folder is kept unless ``overwrite=True``;
 - every file is written under a temporary name and renamed (:func:`os.replace`), and the
   whole folder is first assembled in a hidden temporary sibling
   (``.<name>.<random>.partial``) that is renamed into place only when complete, so an
   interrupted run leaves nothing that looks like a finished result;
-- ``map.json`` never holds NaN or infinity: the run fails instead, before anything is
-  moved into place.
+- ``map.json`` and ``posterior.json`` never hold NaN or infinity: the run fails instead,
+  before anything is moved into place; a statistic that is undefined (R-hat of a single
+  chain, divergences of a sampler without them) is ``null`` there and ``NaN`` in the CSV
+  tables.
 """
 
 from __future__ import annotations
@@ -28,17 +38,18 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
 import bayes_gmm
-from bayes_gmm import datasets, plots
+from bayes_gmm import datasets, diagnostics, plots
 from bayes_gmm.config import (
     BuiltinData,
     ConfigError,
@@ -53,6 +64,15 @@ from bayes_gmm.estimator import BayesianGMM
 # last included): more panels than this are too small to read.
 GRID_PANELS = 20
 
+# Thresholds of the notes on a posterior run (Vehtari et al. 2021: R-hat below 1.01, bulk
+# and tail ESS of at least 100 per chain before the estimates are trusted).
+R_HAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100
+# Posterior draws whose ellipses are drawn in the MAP-vs-posterior figure.
+FIGURE_DRAWS = 50
+# Trace figures: variables per figure (covariances apart, as they are the most numerous).
+TRACE_FIGURES = {"trace": ("lp", "weights", "means"), "trace_covariances": ("covariances",)}
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -62,6 +82,22 @@ class Dataset:
     columns: tuple[str, ...]  # (D,) feature names
     labels: np.ndarray | None  # (N,) true components of synthetic data, else None
     description: str  # for people: "synthetic two_gaussians (seed 14)"
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The data with their column names (the estimator keeps them as feature names)."""
+        return pd.DataFrame(self.x, columns=list(self.columns))
+
+
+@dataclass(frozen=True)
+class PosteriorResult:
+    """One method's posterior and its tables."""
+
+    method: str
+    tree: object  # xarray.DataTree, ArviZ 1.x layout, aligned to the MAP
+    comparison: pd.DataFrame  # bayes_gmm.compare_map_posterior
+    diagnostics: pd.DataFrame  # diagnostics_table + n_divergences, sampling_time_s
+    summary: dict  # the headline, as in posterior.json (JSON-ready, no NaN)
 
 
 @dataclass(frozen=True)
@@ -75,6 +111,8 @@ class ExperimentResult:
     files: tuple[str, ...]  # written files, relative to path
     record: dict  # the contents of map.json
     warnings: tuple[str, ...]  # messages of warnings raised by the fit
+    posterior: dict = field(default_factory=dict)  # method -> PosteriorResult, main first
+    posterior_record: dict | None = None  # the contents of posterior.json
 
 
 def load_data(config: ExperimentConfig) -> Dataset:
@@ -131,8 +169,45 @@ def fit(config: ExperimentConfig, data: Dataset) -> tuple[BayesianGMM, tuple[str
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        gmm.fit(data.x)
+        gmm.fit(data.frame)
     return gmm, tuple(str(w.message) for w in caught)
+
+
+def sample(config: ExperimentConfig, data: Dataset, gmm: BayesianGMM,
+           progress: bool = False) -> dict:
+    """Sample the posterior with every method of ``config.posterior`` and tabulate it.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        With a ``posterior`` section.
+    data : Dataset
+        The data ``gmm`` was fitted on.
+    gmm : BayesianGMM
+        The fitted MAP estimate: where the samplers start, and the pivot of the labels.
+    progress : bool, default False
+        Show NumPyro's progress bar (NUTS; the Gibbs sampler and Laplace have none).
+
+    Returns
+    -------
+    dict of str to PosteriorResult
+        The main method first, then ``compare_methods`` in order.
+    """
+    spec = config.posterior
+    results = {}
+    for method in spec.methods:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tree = gmm.sample_posterior(data.frame, method=method,
+                                        progress_bar=progress and method == "nuts",
+                                        **spec.sampler_kwargs())
+            comparison = diagnostics.compare_map_posterior(gmm, tree, hdi_prob=spec.hdi_prob)
+            table = diagnostics.diagnostics_table(tree)
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        table = _with_run_columns(table)
+        summary = _posterior_summary(method, tree, comparison, table, spec, messages)
+        results[method] = PosteriorResult(method, tree, comparison, table, summary)
+    return results
 
 
 def run_experiment(
@@ -141,8 +216,10 @@ def run_experiment(
     config_path=None,
     output_dir=None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> ExperimentResult:
-    """Load, fit, and write ``<output_dir>/<config.name>/``.
+    """Load, fit, sample the posterior if the config asks, and write
+    ``<output_dir>/<config.name>/``.
 
     Parameters
     ----------
@@ -153,6 +230,8 @@ def run_experiment(
         Overrides ``config.output_dir``.
     overwrite : bool, default False
         Replace an existing results folder.
+    progress : bool, default False
+        Show the sampler's progress bar on stderr (NUTS).
 
     Returns
     -------
@@ -168,7 +247,8 @@ def run_experiment(
         Data that cannot be loaded (see :func:`load_data`) or fitted (from the
         estimator), or a non-finite value that would go into ``map.json``.
     FloatingPointError
-        From the estimator, when the fit itself became non-finite.
+        From the estimator, when the fit itself became non-finite, or from the Laplace
+        approximation when the curvature at the MAP is not positive definite.
     """
     root = Path(config.output_dir if output_dir is None else output_dir)
     final = root / config.name
@@ -177,16 +257,26 @@ def run_experiment(
     data = load_data(config)
     _check_features(config, data)
     gmm, messages = fit(config, data)
+    posterior = {} if config.posterior is None else sample(config, data, gmm, progress)
     iterations = _figure_iterations(gmm.n_iter_, config.output.max_iteration_figures)
     names = _file_names(config, iterations, config_path is not None)
     record = _record(config, config_path, data, gmm, messages, names)
     _check_finite(record)
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+    posterior_record = None
+    if posterior:
+        posterior_record = _posterior_record(config, posterior, names)
+        _check_finite(posterior_record, "posterior.json")
+        posterior_text = json.dumps(posterior_record, indent=2, allow_nan=False) + "\n"
 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{config.name}.", suffix=".partial", dir=root))
+    _give_folder_default_permissions(staging)
     try:
         _write_figures(staging, config, data, gmm, iterations, names)
+        if posterior:
+            _write_posterior(staging, config, data, gmm, posterior, names)
+            _atomic_write(staging / "posterior.json", posterior_text.encode("utf-8"))
         if config_path is not None:
             _atomic_write(staging / "config.toml", Path(config_path).read_bytes())
         # map.json last: inside the staging folder too, its presence means "complete".
@@ -196,7 +286,8 @@ def run_experiment(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     files = tuple(sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file()))
-    return ExperimentResult(config, data, gmm, final, files, record, messages)
+    return ExperimentResult(config, data, gmm, final, files, record, messages, posterior,
+                            posterior_record)
 
 
 # --------------------------------------------------------------------------------------
@@ -236,9 +327,123 @@ def _record(config, config_path, data, gmm, messages, names) -> dict:
     }
     if data.labels is not None:
         record["data"]["agreement_with_true_labels"] = _agreement(
-            data.labels, gmm.predict(data.x), k
+            data.labels, gmm.predict(data.frame), k
         )
     return record
+
+
+# --------------------------------------------------------------------------------------
+# The posterior record (posterior.json) and tables
+
+
+def _with_run_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The diagnostics table with the run's divergences and sampling time on every row.
+
+    Both are facts of the whole run, repeated so that the CSV file answers on its own;
+    ``n_divergences`` is NaN for samplers without divergences (Gibbs, Laplace).
+    """
+    table = table.copy()
+    n_divergences = table.attrs.get("n_divergences")
+    table["n_divergences"] = np.nan if n_divergences is None else float(n_divergences)
+    sampling_time = table.attrs.get("sampling_time")
+    table["sampling_time_s"] = np.nan if sampling_time is None else float(sampling_time)
+    return table
+
+
+def _finite_or_none(value):
+    """A float for JSON, or None where the statistic is undefined (NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _posterior_summary(method, tree, comparison, table, spec, messages) -> dict:
+    """The headline of one posterior run: settings, time, diagnostics, MAP against it."""
+    attrs = tree.attrs
+    params = comparison.drop(index="lp")  # the MAP's lp lies above every draw: the mode
+    n_chains, n_draws = int(table.attrs["n_chains"]), int(table.attrs["n_draws"])
+    inside = int(params["map_in_hdi"].sum())
+    summary = {
+        "method": method,
+        "num_chains": n_chains,
+        "num_samples": n_draws,
+        "num_warmup": None if method == "laplace" else int(attrs.get("num_warmup", 0)),
+        "thinning": int(attrs.get("thinning", 1)),
+        "init": str(attrs.get("init", "map")),
+        "init_jitter": float(attrs.get("init_jitter", 0.0)),
+        "sampling_time_s": _finite_or_none(attrs.get("sampling_time", float("nan"))),
+        # Over every scalar parameter, lp and log_likelihood; null where all are NaN
+        # (R-hat of a single chain).
+        "max_r_hat": _finite_or_none(table["r_hat"].max()),
+        "min_ess_bulk": _finite_or_none(table["ess_bulk"].min()),
+        "min_ess_tail": _finite_or_none(table["ess_tail"].min()),
+        "divergences": table.attrs.get("n_divergences"),  # null: no such thing (Gibbs, Laplace)
+        "relabelled_fraction": _finite_or_none(attrs.get("relabelled_fraction", 0.0)),
+        "hdi_prob": float(spec.hdi_prob),
+        "map_in_hdi": inside,
+        "n_parameters": len(params),
+        "map_in_hdi_fraction": inside / len(params),
+        "lp_map": _finite_or_none(comparison.loc["lp", "map"]),
+        "lp_posterior_mean": _finite_or_none(comparison.loc["lp", "mean"]),
+        "lp_frac_draws_above_map": _finite_or_none(comparison.loc["lp", "frac_draws_above_map"]),
+    }
+    if "laplace_newton_steps" in attrs:
+        summary["laplace_newton_steps"] = int(attrs["laplace_newton_steps"])
+        summary["laplace_centre_shift"] = _finite_or_none(attrs["laplace_centre_shift"])
+    summary["notes"] = _notes(summary)
+    summary["warnings"] = list(messages)
+    return summary
+
+
+def _notes(summary) -> list[str]:
+    """What a careful reader would flag in the headline numbers."""
+    notes = []
+    n_chains = summary["num_chains"]
+    if summary["max_r_hat"] is not None and summary["max_r_hat"] > R_HAT_LIMIT:
+        notes.append(
+            f"R-hat up to {summary['max_r_hat']:.3f} > {R_HAT_LIMIT}: the chains disagree; "
+            "run longer (num_warmup, num_samples) or look for several modes."
+        )
+    if summary["max_r_hat"] is None and n_chains == 1:
+        notes.append("R-hat needs at least two chains (num_chains >= 2).")
+    least = min((v for v in (summary["min_ess_bulk"], summary["min_ess_tail"])
+                 if v is not None), default=None)
+    if least is not None and least < ESS_PER_CHAIN * n_chains:
+        notes.append(
+            f"effective sample size down to {least:.0f} < {ESS_PER_CHAIN} per chain: "
+            "intervals and tails are rough; draw more (num_samples)."
+        )
+    if summary["divergences"]:
+        notes.append(
+            f"{summary['divergences']} divergent transitions: NUTS could not follow the "
+            "posterior everywhere; results may be biased."
+        )
+    above = summary["lp_frac_draws_above_map"]
+    if above:
+        notes.append(
+            f"{100 * above:.1f}% of the draws have a higher log posterior than the MAP: "
+            "EM stopped short of the mode or found a lesser one (raise n_init, lower tol)."
+        )
+    return notes
+
+
+def _posterior_record(config, posterior: dict, names) -> dict:
+    methods = {}
+    for method, result in posterior.items():
+        methods[method] = {**result.summary, "files": names["posterior"][method]["all"]}
+    return {
+        "name": config.name,
+        "bayes_gmm_version": bayes_gmm.__version__,
+        "seed": config.seed,
+        "method": config.posterior.method,
+        "settings": _plain_config(config.posterior),
+        "methods": methods,
+        "files": ["posterior.json"] + ([names["forest"]] if names["forest"] else []),
+    }
+
+
+def _plain_config(section) -> dict:
+    """A config section as JSON values (lists for tuples)."""
+    return json.loads(json.dumps(asdict(section)))
 
 
 def _agreement(truth, predicted, n_components) -> float:
@@ -310,7 +515,23 @@ def _figure_iterations(n_iter: int, most: int) -> list[int]:
 def _file_names(config, iterations, with_config: bool) -> dict:
     ext = config.output.format
     width = max(3, len(str(iterations[-1])))
-    names = {"iterations": [], "grid": None, "log_posterior": None}
+    names = {"iterations": [], "grid": None, "log_posterior": None, "posterior": {},
+             "forest": None}
+    if config.posterior is not None:
+        for n, method in enumerate(config.posterior.methods):
+            suffix = "" if n == 0 else f"_{method}"
+            files = {"tree": f"posterior{suffix}.nc", "comparison": f"comparison{suffix}.csv",
+                     "diagnostics": f"diagnostics{suffix}.csv", "figures": {}}
+            if config.output.posterior_figures:
+                files["figures"] = {
+                    figure: f"{figure}{suffix}.{ext}"
+                    for figure in ("map_vs_posterior", *TRACE_FIGURES)
+                }
+            files["all"] = [files["tree"], files["comparison"], files["diagnostics"],
+                            *files["figures"].values()]
+            names["posterior"][method] = files
+        if config.output.posterior_figures:
+            names["forest"] = f"forest.{ext}"
     if config.output.iteration_figures:
         names["iterations"] = [f"iterations/iteration_{t:0{width}d}.{ext}" for t in iterations]
         names["grid"] = f"iterations_grid.{ext}"
@@ -319,6 +540,9 @@ def _file_names(config, iterations, with_config: bool) -> dict:
     names["all"] = (
         ["map.json"]
         + (["config.toml"] if with_config else [])
+        + (["posterior.json"] if config.posterior is not None else [])
+        + [name for files in names["posterior"].values() for name in files["all"]]
+        + ([names["forest"]] if names["forest"] else [])
         + ([names["log_posterior"]] if names["log_posterior"] else [])
         + ([names["grid"]] if names["grid"] else [])
         + names["iterations"]
@@ -357,6 +581,40 @@ def _write_figures(folder: Path, config, data, gmm, iterations, names) -> None:
         fig = Figure(figsize=(6.0, 4.0), layout="constrained")
         plots.log_posterior_trace(history, ax=fig.add_subplot(), converged=gmm.converged_)
         _save(fig, folder / names["log_posterior"], out)
+
+
+def _write_posterior(folder: Path, config, data, gmm, posterior: dict, names) -> None:
+    """Trees, tables and figures of every posterior method (and the joint forest plot)."""
+    out = config.output
+    features = out.features if data.x.shape[1] >= 2 else (0, 1)
+    for method, result in posterior.items():
+        files = names["posterior"][method]
+        diagnostics.save_datatree(result.tree, folder / files["tree"])
+        # NaN (written "NaN") where a statistic is undefined: frac_draws_above_map outside
+        # the lp row, R-hat of one chain, n_divergences of Gibbs and Laplace.
+        for key, table in (("comparison", result.comparison),
+                           ("diagnostics", result.diagnostics)):
+            text = table.to_csv(na_rep="NaN", float_format="%.10g")
+            _atomic_write(folder / files[key], text.encode("utf-8"))
+        figures = files["figures"]
+        if not figures:
+            continue
+        fig = Figure(figsize=(7.0, 6.0), layout="constrained")
+        plots.map_vs_posterior(gmm, result.tree, data.x, ax=fig.add_subplot(),
+                               n_draws=FIGURE_DRAWS, features=features)
+        _save(fig, folder / figures["map_vs_posterior"], out)
+        for figure, var_names in TRACE_FIGURES.items():
+            n_rows = min(sum(len(plots._trace_rows(result.tree, name, False))
+                             for name in var_names), plots.TRACE_MAX_ROWS)
+            fig = Figure(figsize=plots._trace_size(n_rows), layout="constrained")
+            plots.trace(result.tree, var_names, fig=fig)
+            _save(fig, folder / figures[figure], out)
+    if names["forest"]:
+        tables = {method: result.comparison for method, result in posterior.items()}
+        reference = next(iter(tables.values()))
+        fig = Figure(figsize=plots._forest_size(len(reference), 4), layout="constrained")
+        plots.forest(tables, fig=fig)
+        _save(fig, folder / names["forest"], out)
 
 
 def _save(fig: Figure, path: Path, out) -> None:
@@ -402,6 +660,13 @@ def _check_target(final: Path, overwrite: bool) -> None:
             f"results folder {str(final)!r} already exists; pass --overwrite to replace "
             "it, or change name in the config or --output-dir."
         )
+
+
+def _give_folder_default_permissions(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder; a results folder gets the usual mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def _atomic_write(path: Path, content: bytes) -> None:

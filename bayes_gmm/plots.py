@@ -13,6 +13,13 @@ Covariances of every type are first turned into full matrices
 (:func:`as_full_covariances`); with more than two features the picture is the projection
 on two of them, and the ellipses are the marginal ones, exactly the projection of the
 component's density. One-dimensional data get the density version of the same picture.
+
+The posterior figures read a DataTree of :mod:`bayes_gmm.diagnostics` (draws aligned to
+the MAP, so that a component keeps its colour): :func:`map_vs_posterior` draws the MAP's
+ellipses bold among those of posterior draws, :func:`forest` the posterior intervals of
+every scalar parameter with the MAP marked, and :func:`trace` the draws of each chain.
+They are drawn with matplotlib directly (not arviz_plots, whose functions make their own
+pyplot figures), so that they too draw on a given bare ``Figure``.
 """
 
 from __future__ import annotations
@@ -138,22 +145,17 @@ def component_ellipses(
     colors = component_colors(k) if colors is None else np.asarray(colors)
     alive = np.ones(k, bool) if alive is None else np.asarray(alive, bool)
     ax = _axes(ax)
-    # The marginal of a Gaussian on two coordinates keeps their 2 x 2 block.
-    blocks = covariances[:, [i, j]][:, :, [i, j]]
+    axes_sd, angles = _ellipse_geometry(covariances, (i, j))
     for c in range(k):
         if not alive[c]:
             continue
-        eigenvalues, eigenvectors = np.linalg.eigh(blocks[c])
-        eigenvalues = np.maximum(eigenvalues, 0.0)
-        major = eigenvectors[:, 1]
-        angle = np.degrees(np.arctan2(major[1], major[0]))
         for r, radius in enumerate(n_std):
             ax.add_patch(
                 Ellipse(
                     (means[c, i], means[c, j]),
-                    width=2 * radius * np.sqrt(eigenvalues[1]),
-                    height=2 * radius * np.sqrt(eigenvalues[0]),
-                    angle=angle,
+                    width=2 * radius * axes_sd[c, 1],
+                    height=2 * radius * axes_sd[c, 0],
+                    angle=angles[c],
                     fill=False,
                     edgecolor=colors[c],
                     linestyle=LINESTYLES[r % len(LINESTYLES)],
@@ -331,6 +333,318 @@ def log_posterior_trace(history, ax=None, converged=None):
 
 
 # --------------------------------------------------------------------------------------
+# The posterior beside the MAP
+
+
+def map_vs_posterior(gmm, tree, X=None, ax=None, n_draws=50, features=(0, 1), n_std=N_STD):
+    """The data, the MAP's component ellipses (bold) and those of posterior draws (thin).
+
+    Each component keeps one colour: its MAP ellipses are drawn bold, the same ellipses of
+    ``n_draws`` posterior draws thin and transparent around them, so the spread of the
+    thin ones shows how well the data pin down each component's location and shape.
+    The draws must carry the MAP's labels (label switching would mix the colours): a tree
+    from :meth:`bayes_gmm.BayesianGMM.sample_posterior` is aligned already, an unaligned
+    one is aligned here to the MAP first.
+
+    Parameters
+    ----------
+    gmm : fitted BayesianGMM, GMMParams or None
+        The MAP estimate; ``None`` takes the tree's ``map`` group.
+    tree : xarray.DataTree
+        Posterior draws in the layout of :func:`bayes_gmm.diagnostics.to_datatree`.
+    X : array of shape (n_samples, n_features), optional
+        The data; by default the tree's ``observed_data``.
+    ax : matplotlib Axes, optional
+    n_draws : int, default 50
+        Draws shown, evenly spaced over all chains and draws (all of them if fewer).
+    features : (int, int), default (0, 1)
+        The two columns shown when D >= 2 (ignored for D = 1).
+    n_std : sequence of float, default (1, 2)
+        Mahalanobis radii of the ellipses, for the MAP and the draws alike.
+
+    Returns
+    -------
+    Figure
+        With D >= 2: ellipse patches with gid ``"map"`` (``len(n_std)`` per live MAP
+        component) and ``"draw"`` (``len(n_std)`` per component and shown draw). With
+        D = 1: a histogram of the data, the MAP's weighted component densities (bold) and
+        their sum (dashed), and each shown draw's weighted component densities (thin).
+
+    Examples
+    --------
+    >>> idata = gmm.sample_posterior(X, method="gibbs")          # doctest: +SKIP
+    >>> bayes_gmm.plots.map_vs_posterior(gmm, idata, X)          # doctest: +SKIP
+    """
+    from bayes_gmm import diagnostics
+
+    covariance_type = _tree_covariance_type(tree)
+    map_params = _map_params(gmm, tree, covariance_type)
+    if not int(tree.attrs.get("aligned", 0)):
+        tree = diagnostics.align_datatree(tree, map_params)
+    draws = diagnostics.draws_from_datatree(tree)
+    n_chains, n_total, k = draws.weights.shape
+    d = draws.means.shape[-1]
+    x = _data_of(tree, X, d)
+    n_draws = int(n_draws)
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be an integer >= 1; got {n_draws}.")
+    flat = [np.asarray(a, np.float64).reshape(n_chains * n_total, *a.shape[2:]) for a in draws]
+    index = np.unique(np.round(np.linspace(0, len(flat[0]) - 1,
+                                           min(n_draws, len(flat[0])))).astype(int))
+    weights, means, covariances = (a[index] for a in flat)
+    covariances = np.stack([as_full_covariances(c, covariance_type, k, d) for c in covariances])
+    map_weights = np.asarray(map_params.weights, np.float64)
+    map_means = np.asarray(map_params.means, np.float64)
+    map_covariances = as_full_covariances(map_params.covariances, covariance_type, k, d)
+    colors = component_colors(k)
+    alive = map_weights > 0
+    names = _feature_names(tree, d)
+    ax = _axes(ax)
+
+    if d == 1:
+        _one_dimensional_posterior(ax, x[:, 0], map_weights, map_means[:, 0],
+                                   map_covariances[:, 0, 0], weights, means[..., 0],
+                                   covariances[..., 0, 0], colors)
+        ax.set_xlabel(names[0])
+    else:
+        i, j = _check_features(features, d)
+        ax.scatter(x[:, i], x[:, j], s=8.0, color="0.55", linewidths=0, alpha=0.7)
+        axes_sd, angles = _ellipse_geometry(covariances.reshape(-1, d, d), (i, j))
+        axes_sd = axes_sd.reshape(len(index), k, 2)
+        angles = angles.reshape(len(index), k)
+        for s in range(len(index)):
+            for c in range(k):
+                for radius in n_std:
+                    ax.add_patch(Ellipse(
+                        (means[s, c, i], means[s, c, j]), width=2 * radius * axes_sd[s, c, 1],
+                        height=2 * radius * axes_sd[s, c, 0], angle=angles[s, c], fill=False,
+                        edgecolor=colors[c], linewidth=0.6, alpha=0.18, gid="draw",
+                    ))
+        before = len(ax.patches)
+        component_ellipses(map_means, map_covariances, ax=ax, features=(i, j), colors=colors,
+                           alive=alive, n_std=n_std)
+        for patch in ax.patches[before:]:
+            patch.set_gid("map")
+            patch.set_linewidth(2.6)
+        _set_limits(ax, x[:, i], x[:, j])
+        ax.set_xlabel(names[i])
+        ax.set_ylabel(names[j])
+    handles = [
+        Line2D([], [], color=colors[c], linewidth=2.6,
+               label=f"component {c + 1}: MAP weight {map_weights[c]:.2f}" if alive[c]
+               else f"component {c + 1}: empty at the MAP")
+        for c in range(k)
+    ] + [
+        Line2D([], [], color="0.3", linewidth=2.6, label="MAP"),
+        Line2D([], [], color="0.3", linewidth=0.6, alpha=0.5,
+               label=f"{len(index)} posterior draws"),
+    ]
+    ax.legend(handles=handles, loc="best", fontsize="small", framealpha=0.8)
+    method = tree.attrs.get("method", "posterior")
+    ax.set_title(f"MAP (bold) and {len(index)} draws of the posterior ({method})")
+    return ax.figure
+
+
+# Kinds of scalar parameters in comparison tables, in the order of the forest's panels.
+FOREST_KINDS = ("weights", "means", "covariances", "lp")
+FOREST_TITLES = {"weights": "weights", "means": "means", "covariances": "covariances",
+                 "lp": "log posterior lp (the MAP is its mode: above the draws)"}
+
+
+def forest(comparison, *, fig=None, standardize=True, include_lp=True, annotate=True):
+    """Posterior HDIs and medians of every scalar parameter, with the MAP marked.
+
+    One panel per kind of parameter (weights, means, covariances, and the log posterior
+    ``lp``), one row per scalar. Several tables (e.g. NUTS, Gibbs, Laplace on one model)
+    are drawn side by side in each row, each in its colour.
+
+    Parameters
+    ----------
+    comparison : pandas.DataFrame, mapping of str to DataFrame, or xarray.DataTree
+        A table of :func:`bayes_gmm.compare_map_posterior` (columns ``map``, ``mean``,
+        ``sd``, ``median``, ``hdi_lower``, ``hdi_upper``), several keyed by a name (the
+        first is the reference), or a posterior tree, compared with its own ``map`` group.
+    fig : matplotlib Figure, optional
+        An empty figure to draw on; by default a new pyplot figure sized to the rows.
+    standardize : bool, default True
+        Show every row as ``(value - mean) / sd`` of the reference posterior, so that
+        rows of different scales (a weight, a mean in minutes, a variance in minutes^2)
+        are read on one axis: the HDI's width and skew, and how many posterior standard
+        deviations the MAP sits from the mean. With False, natural units (readable when
+        the features share a scale).
+    include_lp : bool, default True
+        Add the panel of ``lp``, the log posterior density.
+    annotate : bool, default True
+        Write the MAP and the reference HDI in natural units at the right of each row.
+
+    Returns
+    -------
+    Figure
+        Axes titled by kind; per row and table a horizontal HDI line (gid ``"hdi"``) and
+        a median dot; the MAP as a black diamond (gid ``"map"``).
+    """
+    tables = _comparison_tables(comparison)
+    reference = next(iter(tables.values()))
+    hdi_prob = reference.attrs.get("hdi_prob")
+    kinds = {}
+    for label in reference.index:
+        kind = str(label).split("[", 1)[0]
+        if kind == "lp" and not include_lp:
+            continue
+        if kind in ("log_likelihood",):
+            continue
+        kinds.setdefault(kind, []).append(label)
+    order = [k for k in FOREST_KINDS if k in kinds] + [k for k in kinds if k not in FOREST_KINDS]
+    if not order:
+        raise ValueError("comparison has no parameter rows to draw.")
+    scale = reference["sd"].to_numpy(np.float64)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    centre = reference["mean"].to_numpy(np.float64)
+    position = {label: n for n, label in enumerate(reference.index)}
+
+    def transform(values, label):
+        if not standardize:
+            return values
+        n = position[label]
+        return (np.asarray(values, np.float64) - centre[n]) / scale[n]
+
+    rows = [len(kinds[kind]) for kind in order]
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=_forest_size(sum(rows), len(order)), layout="constrained")
+    axes = fig.subplots(len(order), 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [r + 1.2 for r in rows]})[:, 0]
+    colors = [f"C{n % 10}" for n in range(len(tables))]
+    spread = 0.5 / max(len(tables), 1)
+    for ax, kind in zip(axes, order, strict=True):
+        labels = kinds[kind]
+        for row, label in enumerate(labels):
+            y = len(labels) - 1 - row
+            for n, (table, color) in enumerate(zip(tables.values(), colors, strict=True)):
+                if label not in table.index:
+                    continue
+                offset = (n - (len(tables) - 1) / 2) * spread
+                low, high, median = transform(
+                    table.loc[label, ["hdi_lower", "hdi_upper", "median"]].to_numpy(np.float64),
+                    label)
+                ax.plot([low, high], [y + offset] * 2, color=color, linewidth=2.2,
+                        solid_capstyle="butt", gid="hdi")
+                ax.plot(median, y + offset, "o", color=color, markersize=4.5)
+            map_value = transform(reference.loc[label, "map"], label)
+            ax.plot(map_value, y, "D", color="black", markersize=5.5, gid="map", zorder=3)
+            if annotate:
+                low, high = reference.loc[label, ["hdi_lower", "hdi_upper"]]
+                ax.annotate(
+                    f"MAP {_number(reference.loc[label, 'map'])}   "
+                    f"HDI {_number(low)} to {_number(high)}",
+                    xy=(1.01, y), xycoords=("axes fraction", "data"), va="center",
+                    fontsize="x-small", color="0.25",
+                )
+        ax.set_yticks(range(len(labels)), labels[::-1], fontsize="small")
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        ax.set_title(FOREST_TITLES.get(kind, kind), fontsize="medium", loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        if standardize:
+            ax.axvline(0.0, color="0.6", linewidth=0.8, zorder=0)
+    axes[-1].set_xlabel("(value - posterior mean) / posterior sd" if standardize
+                        else "value")
+    prob = f"{100 * hdi_prob:g}% HDI" if hdi_prob else "HDI"
+    handles = [Line2D([], [], color=color, linewidth=2.2, marker="o", markersize=4.5,
+                      label=f"{name}: {prob}, median")
+               for name, color in zip(tables, colors, strict=True)]
+    handles.append(Line2D([], [], color="black", marker="D", linestyle="none", label="MAP"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4),
+               fontsize="small", frameon=False)
+    return fig
+
+
+# Rows of a trace figure at most: beyond this a figure is too tall to read.
+TRACE_MAX_ROWS = 30
+
+
+def trace(tree, var_names=None, *, fig=None, max_rows=TRACE_MAX_ROWS, show_map=True):
+    """Trace plots: each scalar's draws per chain (right) and their histograms (left).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Posterior draws in the layout of :func:`bayes_gmm.diagnostics.to_datatree`
+        (aligned, as ``sample_posterior`` returns them; component-wise traces of an
+        unaligned tree jump when labels switch).
+    var_names : sequence of str, optional
+        Variables of the ``posterior`` group (``weights``, ``means``, ``covariances``)
+        or per-draw statistics of ``sample_stats`` (``lp``, ``log_likelihood``, ...);
+        by default ``lp``, ``weights``, ``means``, ``covariances``. One row per scalar
+        (the upper triangle of symmetric covariance matrices).
+    fig : matplotlib Figure, optional
+        An empty figure to draw on; by default a new pyplot figure sized to the rows.
+    max_rows : int, default TRACE_MAX_ROWS (30)
+        At most this many rows; the title says when some were left out.
+    show_map : bool, default True
+        Mark the tree's MAP value (its ``map`` group) as a dashed black line.
+
+    Returns
+    -------
+    Figure
+        Two axes per row (histogram, trace), one line per chain in each trace axes;
+        divergent transitions (``sample_stats.diverging``) as red ticks under the traces.
+    """
+    _tree_covariance_type(tree)
+    var_names = ("lp", "weights", "means", "covariances") if var_names is None else (
+        [var_names] if isinstance(var_names, str) else list(var_names))
+    rows = []
+    for name in var_names:
+        rows += _trace_rows(tree, name, show_map)
+    if not rows:
+        raise ValueError(f"var_names {list(var_names)!r} select nothing to draw.")
+    n_rows = len(rows)
+    rows = rows[: int(max_rows)]
+    stats = tree["sample_stats"].to_dataset() if "sample_stats" in tree.children else {}
+    diverging = None
+    if "diverging" in stats:
+        diverging = np.asarray(stats["diverging"].transpose("chain", "draw").values, bool)
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=_trace_size(len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 3]})
+    for (label, values, map_value), (left, right) in zip(rows, axes, strict=True):
+        n_chains, n_draws = values.shape
+        finite = values[np.isfinite(values)]
+        bins = np.histogram_bin_edges(finite, bins=min(30, max(5, n_draws // 10))) if (
+            finite.size and np.ptp(finite) > 0) else 10
+        for c in range(n_chains):
+            color = f"C{c % 10}"
+            left.hist(values[c], bins=bins, density=True, histtype="step", color=color,
+                      linewidth=1.0)
+            right.plot(np.arange(n_draws), values[c], color=color, linewidth=0.6, alpha=0.8)
+        if map_value is not None:
+            left.axvline(map_value, color="black", linestyle="--", linewidth=1.0)
+            right.axhline(map_value, color="black", linestyle="--", linewidth=1.0)
+        if diverging is not None and diverging.any():
+            draws = np.nonzero(diverging.any(axis=0))[0]
+            right.plot(draws, np.zeros_like(draws), "|", color="red", markersize=8,
+                       transform=right.get_xaxis_transform(), clip_on=False, gid="divergence")
+        right.set_title(label, loc="left", fontsize="small")
+        left.set_yticks([])
+        left.xaxis.set_major_locator(MaxNLocator(3))
+        left.tick_params(labelsize="x-small")
+        right.tick_params(labelsize="x-small")
+        right.set_xlim(0, max(n_draws - 1, 1))
+    axes[-1, 1].set_xlabel("draw (after warm-up and thinning)")
+    method = tree.attrs.get("method", "posterior")
+    n_chains, n_draws = rows[0][1].shape
+    title = f"Trace of the {method} draws: {n_chains} chains x {n_draws} draws"
+    if show_map and any(row[2] is not None for row in rows):
+        title += "; dashed: the MAP"
+    if n_rows > len(rows):
+        title += f" (first {len(rows)} of {n_rows} rows)"
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+# --------------------------------------------------------------------------------------
 
 
 def _axes(ax):
@@ -393,5 +707,179 @@ def _one_dimensional(ax, x, resp, weights, means, variances, colors):
     blended = np.clip(resp @ colors, 0.0, 1.0)
     ax.scatter(x, np.zeros_like(x), c=blended, marker="|", s=200, linewidths=1.2,
                transform=ax.get_xaxis_transform(), clip_on=False)
+    ax.set_xlim(grid[0], grid[-1])
+    ax.set_ylabel("density")
+
+
+def _trace_size(n_rows):
+    """Figure size (inches) of a trace plot of ``n_rows`` rows."""
+    return (10.0, 0.8 + 1.4 * n_rows)
+
+
+def _forest_size(n_rows, n_panels):
+    """Figure size (inches) of a forest plot of ``n_rows`` rows in ``n_panels`` panels."""
+    return (9.5, 1.4 + 0.32 * n_rows + 0.5 * n_panels)
+
+
+def _ellipse_geometry(covariances, features):
+    """Semi-axes (in sd, minor then major) and angles (degrees) of the 2-D marginals.
+
+    The marginal of a Gaussian on two coordinates keeps their 2 x 2 block.
+    """
+    i, j = features
+    blocks = np.asarray(covariances, np.float64)[:, [i, j]][:, :, [i, j]]
+    eigenvalues, eigenvectors = np.linalg.eigh(blocks)
+    major = eigenvectors[:, :, 1]
+    angles = np.degrees(np.arctan2(major[:, 1], major[:, 0]))
+    return np.sqrt(np.maximum(eigenvalues, 0.0)), angles
+
+
+def _tree_covariance_type(tree):
+    import xarray as xr
+
+    if not isinstance(tree, xr.DataTree) or "posterior" not in tree.children:
+        raise TypeError(
+            "tree must be an xarray.DataTree with a 'posterior' group, as returned by "
+            f"BayesianGMM.sample_posterior or bayes_gmm.diagnostics.load_datatree; got "
+            f"{type(tree).__name__}."
+        )
+    return check_covariance_type(str(tree.attrs.get("covariance_type")))
+
+
+def _map_params(gmm, tree, covariance_type):
+    from bayes_gmm import diagnostics
+    from bayes_gmm.em import GMMParams
+
+    if gmm is None:
+        if "map" not in tree.children:
+            raise ValueError("The tree has no 'map' group; pass the MAP estimate as gmm.")
+        return diagnostics.draws_from_datatree(tree, "map")
+    if isinstance(gmm, GMMParams):
+        return gmm
+    if hasattr(gmm, "params_"):
+        fitted = getattr(gmm, "covariance_type", covariance_type)
+        if fitted != covariance_type:
+            raise ValueError(
+                f"gmm was fitted with covariance_type={fitted!r} but the posterior has "
+                f"covariance_type={covariance_type!r}; pass the estimator that sampled it."
+            )
+        return gmm.params_
+    raise TypeError(
+        f"gmm must be a fitted BayesianGMM, a GMMParams or None; got {type(gmm).__name__}."
+    )
+
+
+def _data_of(tree, X, n_features):
+    if X is None:
+        if "observed_data" not in tree.children:
+            raise ValueError("The tree has no 'observed_data' group; pass X.")
+        x = tree["observed_data"]["x"].transpose("obs_id", "feature").values
+    else:
+        x = X
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise ValueError(
+            f"X must have shape (n_samples, {n_features}) like the posterior's means; got "
+            f"shape {x.shape}."
+        )
+    return x
+
+
+def _feature_names(tree, n_features):
+    """Names of the features from the tree's coordinate; 'feature j' for bare integers."""
+    try:
+        values = tree["posterior"]["feature"].values
+    except KeyError:
+        values = np.arange(n_features)
+    if np.issubdtype(values.dtype, np.integer):
+        return [f"feature {v}" for v in values]
+    return [str(v) for v in values]
+
+
+def _comparison_tables(comparison) -> dict:
+    import pandas as pd
+    import xarray as xr
+
+    if isinstance(comparison, xr.DataTree):
+        from bayes_gmm.diagnostics import compare_map_posterior
+
+        comparison = compare_map_posterior(None, comparison)
+    if isinstance(comparison, pd.DataFrame):
+        tables = {"posterior": comparison}
+    elif isinstance(comparison, dict) and comparison:
+        tables = dict(comparison)
+    else:
+        raise TypeError(
+            "comparison must be a table of bayes_gmm.compare_map_posterior, a non-empty "
+            "dict of such tables, or a posterior DataTree; got "
+            f"{type(comparison).__name__}."
+        )
+    needed = ["map", "mean", "sd", "median", "hdi_lower", "hdi_upper"]
+    for name, table in tables.items():
+        missing = [c for c in needed if c not in getattr(table, "columns", ())]
+        if missing:
+            raise ValueError(
+                f"comparison table {name!r} lacks the columns {missing}; pass tables of "
+                "bayes_gmm.compare_map_posterior."
+            )
+    return tables
+
+
+def _number(value) -> str:
+    return f"{float(value):.4g}"
+
+
+def _trace_rows(tree, name, show_map):
+    """(label, values (chain, draw), MAP value or None) per scalar of variable ``name``."""
+    posterior = tree["posterior"].to_dataset()
+    stats = tree["sample_stats"].to_dataset() if "sample_stats" in tree.children else None
+    map_ds = tree["map"].to_dataset() if show_map and "map" in tree.children else None
+    if name in posterior:
+        da = posterior[name]
+    elif stats is not None and name in stats:
+        da = stats[name]
+    else:
+        available = sorted(posterior.data_vars) + (sorted(stats.data_vars) if stats else [])
+        raise ValueError(f"var_names: no variable {name!r} in the tree; choose from "
+                         f"{available}.")
+    other = [dim for dim in da.dims if dim not in ("chain", "draw")]
+    da = da.transpose("chain", "draw", *other)
+    values = np.asarray(da.values, np.float64)
+    map_values = None
+    if map_ds is not None and name in map_ds:
+        map_values = np.asarray(map_ds[name].transpose(*other).values, np.float64)
+    rows = []
+    for index in np.ndindex(*values.shape[2:]):
+        if "feature_bis" in other and index[-2] > index[-1]:
+            continue  # symmetric: the upper triangle only
+        coords = [da[dim].values[n] for dim, n in zip(other, index, strict=True)]
+        label = f"{name}[{', '.join(map(str, coords))}]" if coords else name
+        map_value = None if map_values is None else float(map_values[index])
+        rows.append((label, values[(slice(None), slice(None), *index)], map_value))
+    return rows
+
+
+def _one_dimensional_posterior(ax, x, map_weights, map_means, map_variances, weights, means,
+                               variances, colors):
+    """Histogram, the MAP's weighted component densities (bold), and the draws' (thin)."""
+    ax.hist(x, bins="auto", density=True, color="0.88", edgecolor="white")
+    low, high = float(x.min()), float(x.max())
+    pad = 0.1 * (high - low) if high > low else 1.0
+    grid = np.linspace(low - pad, high + pad, 400)
+
+    def densities(w, m, v):
+        sd = np.sqrt(v)
+        return (w[..., None] * np.exp(-0.5 * ((grid - m[..., None]) / sd[..., None]) ** 2)
+                / (np.sqrt(2 * np.pi) * sd[..., None]))
+
+    draws = densities(weights, means, variances)  # (S, K, G)
+    for c in range(map_weights.shape[0]):
+        for s in range(draws.shape[0]):
+            ax.plot(grid, draws[s, c], color=colors[c], linewidth=0.6, alpha=0.18, gid="draw")
+    at_map = densities(map_weights, map_means, map_variances)
+    for c in range(map_weights.shape[0]):
+        if map_weights[c] > 0:
+            ax.plot(grid, at_map[c], color=colors[c], linewidth=2.6, gid="map")
+    ax.plot(grid, at_map.sum(0), color="black", linewidth=1.2, linestyle="--")
     ax.set_xlim(grid[0], grid[-1])
     ax.set_ylabel("density")

@@ -205,8 +205,14 @@ def _nuts(key, x, prior, map_params, covariance_type, init, init_jitter, progres
         init_params = jax.vmap(
             lambda p: unconstrain_fn(gmm_model, model_args, {}, init_values(p))
         )(starts)
-    mcmc.run(run_key, *model_args, extra_fields=("diverging", "num_steps", "accept_prob"),
-             init_params=init_params)
+    try:
+        mcmc.run(run_key, *model_args, extra_fields=("diverging", "num_steps", "accept_prob"),
+                 init_params=init_params)
+    except RuntimeError as err:  # NumPyro: "Cannot find valid initial parameters", ...
+        raise FloatingPointError(
+            f"NUTS could not start: {err} Start at the MAP (init='map', the default) with "
+            "a smaller init_jitter, or use method='gibbs'."
+        ) from None
     samples = mcmc.get_samples(group_by_chain=True)
     draws = GMMParams(samples["weights"], samples["means"], samples["covariances"])
     return draws, mcmc.get_extra_fields(group_by_chain=True)

@@ -1,11 +1,13 @@
-"""The command line end to end: the walkthrough config gives a complete results folder;
-errors are one line on stderr with a non-zero status; results are never overwritten
-without --overwrite and never left half-written."""
+"""The command line end to end: the walkthrough config gives a complete results folder,
+the Old Faithful config (at smoke sizes) the MAP and its posterior side by side; errors are
+one line on stderr with a non-zero status; results are never overwritten without
+--overwrite and never left half-written."""
 
 import contextlib
 import io
 import json
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -14,12 +16,19 @@ import pandas as pd
 import pytest
 
 import bayes_gmm
-from bayes_gmm import experiment
+from bayes_gmm import BayesianGMM, cli, experiment
 from bayes_gmm.cli import main
 from bayes_gmm.datasets import two_gaussians
+from bayes_gmm.diagnostics import load_datatree
 
 ROOT = Path(__file__).resolve().parents[1]
 WALKTHROUGH = ROOT / "configs" / "em_walkthrough.toml"
+OLD_FAITHFUL = ROOT / "configs" / "old_faithful.toml"
+# The shipped sizes and the smoke sizes the suite runs instead.
+SMOKE = {"num_chains": (4, 2), "num_warmup": (500, 50), "num_samples": (1000, 50)}
+COMPARISON_COLUMNS = ["map", "mean", "sd", "median", "hdi_lower", "hdi_upper", "map_in_hdi",
+                      "z", "r_hat", "ess_bulk", "ess_tail", "frac_draws_above_map"]
+DIAGNOSTICS_COLUMNS = ["r_hat", "ess_bulk", "ess_tail", "n_divergences", "sampling_time_s"]
 
 
 def strict_json(path):
@@ -100,6 +109,8 @@ def test_map_json_contents(walkthrough):
     env = record["environment"]
     assert env["jax"] and env["numpy"] == np.__version__ and env["device"]
     assert record["data"]["agreement_with_true_labels"] > 0.95
+    assert record["config"]["posterior"] is None
+    assert not {"posterior.json", "posterior.nc", "comparison.csv"} & set(record["files"])
 
 
 def write_small_config(folder, name="small", extra=""):
@@ -218,3 +229,235 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, capsys, monkeypatch):
     assert main(["run", str(config), "--output-dir", str(out)]) == 130
     assert saved and "interrupted" in capsys.readouterr().err
     assert list(out.iterdir()) == []  # the staging folder is gone, no "small" appeared
+
+
+# --------------------------------------------------------------------------------------
+# Old Faithful: MAP and posterior
+
+
+@pytest.fixture(scope="module")
+def old_faithful(tmp_path_factory):
+    """The shipped config with only the [posterior] sizes lowered, run from the shell's
+    entry point (progress bar on)."""
+    folder = tmp_path_factory.mktemp("old_faithful")
+    text = OLD_FAITHFUL.read_text()
+    for key, (shipped, smoke) in SMOKE.items():
+        text, count = re.subn(rf"^{key} = {shipped}\b", f"{key} = {smoke}", text, flags=re.M)
+        assert count == 1, f"configs/old_faithful.toml no longer sets {key} = {shipped}"
+    config = folder / "old_faithful.toml"
+    config.write_text(text)
+    out = folder / "results"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(["run", str(config), "--output-dir", str(out)])
+    return status, out / "old_faithful", stdout.getvalue(), stderr.getvalue()
+
+
+def test_old_faithful_succeeds_with_progress_and_summary(old_faithful):
+    status, folder, printed, err = old_faithful
+    assert status == 0, err
+    assert "100/100" in err  # NumPyro's progress bar: 50 warm-up + 50 draws
+    assert "272 points x 2 features (eruptions, waiting)" in printed
+    assert "posterior      nuts: 2 chains x 50 draws after 50 warm-up" in printed
+    assert re.search(r"diagnostics  max R-hat \d\.\d{3}, min ESS \d+ bulk, \d+ tail, "
+                     r"\d+ divergences", printed), printed
+    assert re.search(r"MAP          inside the 89% HDI for \d+ of 12 parameters", printed)
+    assert "posterior.nc, comparison.csv, diagnostics.csv" in printed
+
+
+def test_old_faithful_writes_every_file(old_faithful):
+    _, folder, _, _ = old_faithful
+    expected = {"map.json", "config.toml", "posterior.json", "posterior.nc", "comparison.csv",
+                "diagnostics.csv", "map_vs_posterior.png", "forest.png", "trace.png",
+                "trace_covariances.png", "log_posterior.png", "iterations_grid.png"}
+    written = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert expected <= written
+    assert all((folder / name).stat().st_size > 0 for name in expected)
+    record = strict_json(folder / "map.json")
+    assert sorted(record["files"]) == sorted(written)
+    assert record["config"]["posterior"]["num_samples"] == 50
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_old_faithful_posterior_file_loads_back(old_faithful):
+    _, folder, _, _ = old_faithful
+    tree = load_datatree(folder / "posterior.nc")
+    assert set(tree.children) == {"posterior", "sample_stats", "log_likelihood", "log_prior",
+                                  "observed_data", "map"}
+    posterior = tree["posterior"]
+    assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (2, 50)
+    assert list(posterior["feature"].values) == ["eruptions", "waiting"]
+    assert tree["log_likelihood"]["x"].shape == (2, 50, 272)
+    assert "diverging" in tree["sample_stats"]
+    assert tree.attrs["method"] == "nuts" and tree.attrs["aligned"] == 1
+    assert tree.attrs["covariance_type"] == "full" and tree.attrs["init_jitter"] == 0.1
+    record = strict_json(folder / "map.json")
+    np.testing.assert_allclose(tree["map"]["weights"].values, record["weights"], rtol=1e-6)
+
+
+def test_old_faithful_tables(old_faithful):
+    _, folder, _, _ = old_faithful
+    comparison = pd.read_csv(folder / "comparison.csv", index_col="parameter")
+    assert list(comparison.columns) == COMPARISON_COLUMNS
+    assert list(comparison.index) == [
+        "weights[0]", "weights[1]", "means[0, eruptions]", "means[0, waiting]",
+        "means[1, eruptions]", "means[1, waiting]",
+        "covariances[0, eruptions, eruptions]", "covariances[0, eruptions, waiting]",
+        "covariances[0, waiting, waiting]", "covariances[1, eruptions, eruptions]",
+        "covariances[1, eruptions, waiting]", "covariances[1, waiting, waiting]", "lp"]
+    parameters = comparison.drop(index="lp")
+    assert parameters["frac_draws_above_map"].isna().all()  # defined for lp only
+    assert np.all(parameters["hdi_lower"] <= parameters["hdi_upper"])
+    # 272 points pin the parameters down: the MAP lies inside most 89% intervals, and no
+    # draw has a higher log posterior than the mode EM found.
+    assert parameters["map_in_hdi"].mean() >= 0.75
+    assert comparison.loc["lp", "frac_draws_above_map"] == 0.0
+
+    table = pd.read_csv(folder / "diagnostics.csv", index_col="parameter")
+    assert list(table.columns) == DIAGNOSTICS_COLUMNS
+    assert list(table.index) == list(comparison.index) + ["log_likelihood"]
+    assert table["n_divergences"].nunique() == 1 and table["sampling_time_s"].nunique() == 1
+    tree = load_datatree(folder / "posterior.nc")
+    assert table["sampling_time_s"].iloc[0] == pytest.approx(tree.attrs["sampling_time"])
+    assert table["n_divergences"].iloc[0] == int(tree["sample_stats"]["diverging"].sum())
+    assert np.all(table[["r_hat", "ess_bulk", "ess_tail"]].notna())
+
+
+def test_old_faithful_posterior_record(old_faithful):
+    _, folder, printed, _ = old_faithful
+    record = strict_json(folder / "posterior.json")
+    assert all(math.isfinite(v) for v in numbers(record))
+    assert record["method"] == "nuts" and list(record["methods"]) == ["nuts"]
+    assert record["settings"]["num_chains"] == 2 and record["settings"]["hdi_prob"] == 0.89
+    nuts = record["methods"]["nuts"]
+    table = pd.read_csv(folder / "diagnostics.csv", index_col="parameter")
+    comparison = pd.read_csv(folder / "comparison.csv", index_col="parameter")
+    assert nuts["max_r_hat"] == pytest.approx(table["r_hat"].max())
+    assert nuts["min_ess_bulk"] == pytest.approx(table["ess_bulk"].min())
+    assert nuts["divergences"] == table["n_divergences"].iloc[0]
+    assert nuts["map_in_hdi"] == comparison.drop(index="lp")["map_in_hdi"].sum()
+    assert nuts["n_parameters"] == 12
+    assert nuts["relabelled_fraction"] == 0.0
+    assert nuts["files"][:3] == ["posterior.nc", "comparison.csv", "diagnostics.csv"]
+    # Smoke sizes: 50 draws per chain cannot reach an ESS of 100 per chain, and says so.
+    assert any("effective sample size" in note for note in nuts["notes"])
+    assert all(note.split(":")[0] in printed for note in nuts["notes"])
+
+
+GIBBS_ONE_CHAIN = """
+method = "gibbs"
+num_chains = 1
+num_warmup = 10
+num_samples = 20
+log_likelihood = false
+"""
+
+
+def write_posterior_config(folder, posterior, covariance_type="diag"):
+    config = write_small_config(folder, extra=f"[posterior]\n{textwrap.dedent(posterior)}")
+    text = config.read_text().replace(
+        "n_components = 2", f'n_components = 2\ncovariance_type = "{covariance_type}"')
+    config.write_text(text)
+    return config
+
+
+def test_quiet_run_compares_methods(tmp_path, capsys, monkeypatch):
+    calls = []
+    real = BayesianGMM.sample_posterior
+
+    def spy(self, X, method="nuts", **kwargs):
+        calls.append((method, kwargs["progress_bar"]))
+        return real(self, X, method, **kwargs)
+
+    monkeypatch.setattr(BayesianGMM, "sample_posterior", spy)
+    config = write_posterior_config(
+        tmp_path, GIBBS_ONE_CHAIN + 'compare_methods = ["laplace"]\n')
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""  # no summary, no progress bar
+    assert calls == [("gibbs", False), ("laplace", False)]
+
+    folder = out / "small"
+    record = strict_json(folder / "posterior.json")
+    assert list(record["methods"]) == ["gibbs", "laplace"]
+    gibbs, laplace = record["methods"]["gibbs"], record["methods"]["laplace"]
+    # One chain: no R-hat (null in JSON, NaN in the CSV), and a note saying why.
+    assert gibbs["max_r_hat"] is None and gibbs["divergences"] is None
+    assert "R-hat needs at least two chains (num_chains >= 2)." in gibbs["notes"]
+    assert laplace["num_warmup"] is None and laplace["laplace_newton_steps"] >= 1
+    for suffix, method in (("", "gibbs"), ("_laplace", "laplace")):
+        tree = load_datatree(folder / f"posterior{suffix}.nc")
+        assert tree.attrs["method"] == method and "log_likelihood" not in tree.children
+        table = pd.read_csv(folder / f"diagnostics{suffix}.csv", index_col="parameter")
+        assert list(table.columns) == DIAGNOSTICS_COLUMNS
+        assert table["n_divergences"].isna().all()
+        assert (folder / f"comparison{suffix}.csv").is_file()
+        assert (folder / f"map_vs_posterior{suffix}.png").stat().st_size > 0
+        assert (folder / f"trace{suffix}.png").is_file()
+    assert read_nan_column(folder / "diagnostics.csv", "r_hat")
+    assert (folder / "forest.png").is_file()  # both methods in one forest plot
+    files = strict_json(folder / "map.json")["files"]
+    assert sorted(files) == sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                                   if p.is_file())
+
+
+def read_nan_column(path, column):
+    """Whether every value of the CSV column is written as NaN."""
+    values = pd.read_csv(path, keep_default_na=False)[column]
+    return bool(len(values)) and set(values) == {"NaN"}
+
+
+def test_posterior_without_figures_and_a_summary(tmp_path, capsys):
+    # The sizes of test_quiet_run_compares_methods: the compiled sampler is reused.
+    config = write_posterior_config(tmp_path, GIBBS_ONE_CHAIN)
+    config.write_text(config.read_text().replace(
+        "iteration_figures = false", "iteration_figures = false\nposterior_figures = false"))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "posterior      gibbs: 1 chains x 20 draws after 10 warm-up, " in printed
+    assert "max R-hat n/a (one chain)" in printed and "divergences" not in printed
+    assert "note         R-hat needs at least two chains" in printed
+    folder = out / "small"
+    assert sorted(p.name for p in folder.glob("*.png")) == ["log_posterior.png"]
+    assert (folder / "posterior.nc").is_file() and (folder / "comparison.csv").is_file()
+    assert strict_json(folder / "posterior.json")["files"] == ["posterior.json"]
+
+
+def test_summary_of_a_laplace_run():
+    summary = {"num_chains": 4, "num_samples": 100, "num_warmup": None,
+               "sampling_time_s": 1.26, "max_r_hat": 1.0012, "min_ess_bulk": 390.2,
+               "min_ess_tail": 350.0, "divergences": None, "relabelled_fraction": 0.25,
+               "hdi_prob": 0.9, "map_in_hdi": 5, "n_parameters": 6, "lp_map": -10.0,
+               "lp_posterior_mean": None, "notes": ["a note."], "warnings": []}
+    lines = cli._posterior_lines("laplace", summary)
+    assert lines == [
+        "  posterior      laplace: 4 chains x 100 draws, 1.3 s",
+        "    diagnostics  max R-hat 1.001, min ESS 390 bulk, 350 tail, 25.0% of draws "
+        "relabelled",
+        "    MAP          inside the 90% HDI for 5 of 6 parameters; log posterior -10.00 "
+        "(posterior mean n/a)",
+        "    note         a note.",
+    ]
+
+
+def test_failed_sampling_writes_nothing(tmp_path, capsys, monkeypatch):
+    def fail(self, X, method="nuts", **kwargs):
+        raise FloatingPointError("The Laplace approximation failed: test.")
+
+    monkeypatch.setattr(BayesianGMM, "sample_posterior", fail)
+    config = write_posterior_config(tmp_path, 'method = "laplace"\n')
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Laplace approximation failed" in err and "Traceback" not in err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_bad_posterior_section_exits_2_naming_the_key(tmp_path, capsys):
+    config = write_posterior_config(tmp_path, 'method = "hmc"\n')
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "posterior.method" in err and "'nuts', 'gibbs', 'laplace'" in err
+    assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ from bayes_gmm.config import (
     CsvData,
     ExperimentConfig,
     MixtureData,
+    PosteriorConfig,
     TwoGaussiansData,
     load_config,
     parse_config,
@@ -45,6 +46,7 @@ def test_minimal_config_takes_the_defaults(tmp_path):
     assert config.model.covariance_type == "full" and config.model.tol == 1e-6
     assert config.prior.estimator_kwargs() == {}
     assert config.output.iteration_figures and config.output.format == "png"
+    assert config.posterior is None  # no [posterior]: the MAP only
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 3
 
@@ -55,6 +57,49 @@ def test_walkthrough_config_loads():
     assert config.model.init_params == "random"
     assert config.model.estimator_kwargs()["n_components"] == 2
     json.dumps(config.to_dict(), allow_nan=False)
+
+
+def test_old_faithful_config_loads():
+    config = load_config(ROOT / "configs" / "old_faithful.toml")
+    assert config.name == "old_faithful"
+    assert config.data == BuiltinData(name="old_faithful")
+    assert (config.model.n_components, config.model.covariance_type) == (2, "full")
+    posterior = config.posterior
+    assert (posterior.method, posterior.num_chains, posterior.num_warmup,
+            posterior.num_samples) == ("nuts", 4, 500, 1000)
+    assert posterior.methods == ("nuts",) and posterior.hdi_prob == 0.89
+    assert config.output.posterior_figures
+    json.dumps(config.to_dict(), allow_nan=False)
+
+
+def test_posterior_section(tmp_path):
+    empty = load_config(write(tmp_path, MINIMAL + "[posterior]\n"))
+    assert empty.posterior == PosteriorConfig()  # every key has a default
+    assert empty.posterior.sampler_kwargs() == {
+        "num_chains": 4, "num_warmup": 500, "num_samples": 1000, "thinning": 1,
+        "init_jitter": 0.0, "init": "map", "log_likelihood": True,
+    }
+    config = load_config(write(tmp_path, MINIMAL + """
+        [posterior]
+        method = "gibbs"
+        num_chains = 2
+        num_warmup = 0
+        num_samples = 10
+        thinning = 3
+        init_jitter = 0.5
+        init = "default"
+        hdi_prob = 0.5
+        log_likelihood = false
+        compare_methods = ["laplace", "nuts"]
+    """))
+    assert config.posterior == PosteriorConfig(
+        method="gibbs", num_chains=2, num_warmup=0, num_samples=10, thinning=3,
+        init_jitter=0.5, init="default", hdi_prob=0.5, log_likelihood=False,
+        compare_methods=("laplace", "nuts"))
+    assert config.posterior.methods == ("gibbs", "laplace", "nuts")
+    assert config.to_dict()["posterior"]["compare_methods"] == ["laplace", "nuts"]
+    none = load_config(write(tmp_path, MINIMAL + "[posterior]\ncompare_methods = []\n"))
+    assert none.posterior.compare_methods == ()
 
 
 def test_every_section_and_source(tmp_path):
@@ -179,7 +224,37 @@ BAD = [
     ("prior", "covariance_prior", "[[1, 0], [0]]", "prior.covariance_prior", r"2 x 2 matrix"),
     ("prior", "covariance_prior", '"big"', "prior.covariance_prior",
      r"a finite number, a list of numbers or a matrix"),
-    ("", "posterior", "{}", "posterior", r"unknown key 'posterior'"),
+    ("", "sampler", "{}", "sampler", r"unknown key 'sampler' .*the top level takes"),
+    ("", "posterior", "3", "posterior", r"expected a table; got 3"),
+    ("posterior", "method", '"hmc"', "posterior.method",
+     r"expected one of 'nuts', 'gibbs', 'laplace'; got 'hmc'"),
+    ("posterior", "num_chains", "0", "posterior.num_chains", r"expected an integer >= 1; got 0"),
+    ("posterior", "num_samples", "-5", "posterior.num_samples",
+     r"expected an integer >= 1; got -5"),
+    ("posterior", "num_warmup", "-1", "posterior.num_warmup", r"expected an integer >= 0"),
+    ("posterior", "thinning", "0", "posterior.thinning", r"expected an integer >= 1"),
+    ("posterior", "num_samples", "100.0", "posterior.num_samples",
+     r"expected an integer; got 100\.0 \(a number\)"),
+    ("posterior", "init_jitter", "-0.1", "posterior.init_jitter",
+     r"expected a finite number >= 0\.0"),
+    ("posterior", "init", '"random"', "posterior.init", r"expected one of 'map', 'default'"),
+    ("posterior", "hdi_prob", "1.0", "posterior.hdi_prob",
+     r"a probability strictly between 0 and 1; got 1\.0"),
+    ("posterior", "hdi_prob", "0", "posterior.hdi_prob", r"strictly between 0 and 1"),
+    ("posterior", "log_likelihood", '"yes"', "posterior.log_likelihood",
+     r"expected true or false"),
+    ("posterior", "compare_methods", '["gibbs", "hmc"]', "posterior.compare_methods",
+     r"a list of methods among 'nuts', 'gibbs', 'laplace'; got \['gibbs', 'hmc'\]"),
+    ("posterior", "compare_methods", '"gibbs"', "posterior.compare_methods",
+     r"a list of methods .*Write e\.g\. compare_methods = \[\"gibbs\", \"laplace\"\]"),
+    ("posterior", "compare_methods", '["nuts"]', "posterior.compare_methods",
+     r"methods other than method = 'nuts'.*Remove 'nuts'"),
+    ("posterior", "compare_methods", '["gibbs", "gibbs"]', "posterior.compare_methods",
+     r"each once.*Remove 'gibbs'"),
+    ("posterior", "num_chain", "2", "posterior.num_chain",
+     r"unknown key .*Did you mean 'num_chains'"),
+    ("output", "posterior_figures", "1", "output.posterior_figures",
+     r"expected true or false; got 1"),
     ("", "model", "3", "model", r"expected a table; got 3"),
 ]
 
@@ -245,3 +320,13 @@ def test_mixture_shapes_are_checked(tmp_path):
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_posterior_methods_match_the_samplers():
+    # config.py spells the methods out (reading a config never imports NumPyro).
+    import typing
+
+    from bayes_gmm.config import PosteriorMethod
+    from bayes_gmm.posterior import METHODS
+
+    assert typing.get_args(PosteriorMethod) == METHODS

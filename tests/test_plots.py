@@ -1,5 +1,6 @@
 """Figures: built for every covariance type, one ellipse pair per live component, ellipses
-of the right size, nothing shown and every figure closed."""
+of the right size, nothing shown and every figure closed; the posterior figures (MAP vs
+draws, forest, trace) from a small Gibbs posterior of each covariance type."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -9,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from reference import covariance_matrices
 
-from bayes_gmm import GMMParams, plots
+from bayes_gmm import BayesianGMM, GMMParams, compare_map_posterior, plots
 from bayes_gmm.datasets import two_gaussians
 
 plt.switch_backend("Agg")
@@ -165,3 +166,201 @@ def test_given_axes_open_no_pyplot_figure_and_nothing_is_shown(x, monkeypatch):
     plots.em_iterations_grid(x, GMMParams(*(np.stack([a]) for a in params_of("tied"))),
                              "tied", fig=Figure())
     assert plt.get_fignums() == before
+
+
+# --------------------------------------------------------------------------------------
+# The posterior beside the MAP: a small Gibbs posterior per covariance type (fast; the
+# figures only need draws in the tree's layout, not a converged posterior).
+
+N_CHAINS, N_DRAWS = 2, 30
+
+
+@pytest.fixture(scope="module")
+def posteriors(x):
+    fitted = {}
+    for covariance_type in ("full", "tied", "diag", "spherical"):
+        gmm = BayesianGMM(K, covariance_type=covariance_type, random_state=0).fit(x)
+        tree = gmm.sample_posterior(x, method="gibbs", num_chains=N_CHAINS, num_warmup=20,
+                                    num_samples=N_DRAWS)
+        fitted[covariance_type] = (gmm, tree)
+    return fitted
+
+
+def patches_with(ax, gid):
+    return [p for p in ax.patches if isinstance(p, Ellipse) and p.get_gid() == gid]
+
+
+def scalar_rows(covariance_type, d=D, k=K):
+    """Rows of the comparison table: weights, means, covariances (upper triangle), lp."""
+    covariances = {"full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": k * d,
+                   "spherical": k}[covariance_type]
+    return k, k * d, covariances
+
+
+def test_map_vs_posterior_draws_map_and_draw_ellipses(x, posteriors, covariance_type):
+    gmm, tree = posteriors[covariance_type]
+    fig = plots.map_vs_posterior(gmm, tree, x, n_draws=10)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert len(patches_with(ax, "map")) == 2 * K  # 1- and 2-sd, bold
+    assert len(patches_with(ax, "draw")) == 10 * K * 2
+    assert all(p.get_linewidth() > 2 for p in patches_with(ax, "map"))
+    assert all(p.get_alpha() < 0.5 for p in patches_with(ax, "draw"))
+    # The MAP's inner ellipse is the one of the fitted covariances, in the MAP's colour.
+    full = plots.as_full_covariances(gmm.covariances_, covariance_type, K, D)
+    inner = patches_with(ax, "map")[0]
+    np.testing.assert_allclose(sorted([inner.width, inner.height]),
+                               2 * np.sqrt(np.linalg.eigvalsh(full[0].astype(np.float64))),
+                               rtol=1e-4)
+    np.testing.assert_allclose(inner.get_edgecolor()[:3], plots.component_colors(K)[0])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("feature 0", "feature 1")
+    assert "gibbs" in ax.get_title()
+
+
+def test_map_vs_posterior_defaults_to_the_tree(posteriors):
+    _, tree = posteriors["diag"]
+    fig = Figure()
+    ax = fig.add_subplot()
+    # No estimator, no data: the tree's map group and observed data; more draws asked for
+    # than there are: all of them.
+    assert plots.map_vs_posterior(None, tree, ax=ax, n_draws=10_000) is fig
+    assert len(patches_with(ax, "draw")) == N_CHAINS * N_DRAWS * K * 2
+    np.testing.assert_allclose(ax.collections[0].get_offsets(),
+                               tree["observed_data"]["x"].values, rtol=1e-6)
+
+
+def test_map_vs_posterior_aligns_a_switched_tree(x, posteriors):
+    from bayes_gmm import diagnostics as dg
+
+    gmm, tree = posteriors["full"]
+    draws = dg.draws_from_datatree(tree)
+    swapped = GMMParams(*(np.asarray(a) for a in dg.permute_components(
+        draws, np.broadcast_to([1, 0], draws.weights.shape), "full")))
+    unaligned = dg.to_datatree(swapped, x=x, prior=gmm.prior_, covariance_type="full",
+                               method="gibbs", map_params=gmm.params_, align=False)
+    fig = plots.map_vs_posterior(gmm, unaligned, x, n_draws=5)
+    centres = np.array([p.center for p in patches_with(fig.axes[0], "draw")]).reshape(5, K, 2, 2)
+    # After alignment each component's draws lie around that component's MAP mean.
+    np.testing.assert_allclose(centres[:, :, 0].mean(0), gmm.means_, atol=0.5)
+
+
+def test_map_vs_posterior_one_dimensional():
+    # Draws made up around a MAP (no sampler needed for the picture's layout).
+    from bayes_gmm import default_prior
+    from bayes_gmm import diagnostics as dg
+
+    x1 = (np.concatenate([np.zeros(15), np.full(15, 6.0)]) + np.tile(np.linspace(-1, 1, 15), 2))
+    x1 = x1[:, None].astype(DTYPE)
+    centre = GMMParams(np.array([0.5, 0.5], DTYPE), np.array([[0.0], [6.0]], DTYPE),
+                       np.array([0.4, 0.4], DTYPE))
+    rng = np.random.default_rng(0)
+    draws = GMMParams(*(np.asarray(a * np.exp(0.05 * rng.normal(size=(1, 8) + a.shape)), DTYPE)
+                        for a in centre))
+    draws = draws._replace(weights=draws.weights / draws.weights.sum(-1, keepdims=True))
+    tree = dg.to_datatree(draws, x=x1, prior=default_prior(x1, 2, "spherical"),
+                          covariance_type="spherical", method="made-up", map_params=centre,
+                          log_likelihood=False)
+    ax = plots.map_vs_posterior(None, tree, n_draws=4).axes[0]
+    assert len([line for line in ax.lines if line.get_gid() == "draw"]) == 4 * 2
+    assert len([line for line in ax.lines if line.get_gid() == "map"]) == 2
+    assert ax.get_ylabel() == "density" and ax.get_xlabel() == "feature 0"
+
+
+def test_forest_marks_the_map_per_parameter(posteriors, covariance_type):
+    gmm, tree = posteriors[covariance_type]
+    table = compare_map_posterior(gmm, tree)
+    fig = plots.forest(table)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[:3] == ["weights", "means", "covariances"] and titles[3].startswith("log post")
+    for ax, rows in zip(fig.axes, (*scalar_rows(covariance_type), 1), strict=True):
+        maps = [line for line in ax.lines if line.get_gid() == "map"]
+        assert len(maps) == rows == len(ax.get_yticks())
+        assert len([line for line in ax.lines if line.get_gid() == "hdi"]) == rows
+    # Standardised: the MAP sits at z = (map - mean) / sd of its row.
+    (weights_ax, means_ax, *_) = fig.axes
+    first_mean = [line for line in means_ax.lines if line.get_gid() == "map"][0]
+    assert first_mean.get_xdata()[0] == pytest.approx(
+        table.loc[table.index[K], "z"], rel=1e-6, abs=1e-9)
+    assert means_ax.get_yticklabels()[-1].get_text() == table.index[K]  # the top row
+
+
+def test_forest_compares_methods_and_natural_units(posteriors):
+    gmm, tree = posteriors["spherical"]
+    table = compare_map_posterior(gmm, tree)
+    shifted = table.assign(hdi_lower=table["hdi_lower"] - 1.0)
+    fig = plots.forest({"gibbs": table, "other": shifted}, standardize=False,
+                       include_lp=False, fig=Figure(layout="constrained"))
+    assert len(fig.axes) == 3  # no lp panel
+    means_ax = fig.axes[1]
+    hdis = [line for line in means_ax.lines if line.get_gid() == "hdi"]
+    assert len(hdis) == 2 * K * D  # two methods per row, side by side
+    assert {h.get_color() for h in hdis} == {"C0", "C1"}
+    lows = sorted(min(h.get_xdata()) for h in hdis)
+    expected = sorted(np.concatenate([table["hdi_lower"].iloc[K:K + K * D],
+                                      shifted["hdi_lower"].iloc[K:K + K * D]]))
+    np.testing.assert_allclose(lows, expected, rtol=1e-6)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0].startswith("gibbs: 89% HDI") and legend[-1] == "MAP"
+
+
+def test_forest_of_a_tree_and_bad_input(posteriors):
+    _, tree = posteriors["tied"]
+    assert len(plots.forest(tree).axes) == 4  # compared with its own map group
+    with pytest.raises(ValueError, match=r"lacks the columns \['hdi_lower', 'hdi_upper'\]"):
+        plots.forest(compare_map_posterior(None, tree).drop(columns=["hdi_lower",
+                                                                     "hdi_upper"]))
+    with pytest.raises(TypeError, match="comparison must be a table"):
+        plots.forest([1, 2])
+
+
+def test_trace_one_row_per_scalar_and_a_line_per_chain(posteriors, covariance_type):
+    gmm, tree = posteriors[covariance_type]
+    fig = plots.trace(tree, ["covariances"])
+    rows = scalar_rows(covariance_type)[2]
+    assert len(fig.axes) == 2 * rows
+    traces = fig.axes[1::2]
+    for ax in traces:
+        chains = [line for line in ax.lines if line.get_linestyle() == "-"]
+        assert len(chains) == N_CHAINS
+        assert len(chains[0].get_ydata()) == N_DRAWS
+    assert traces[0].get_title(loc="left").startswith("covariances[")
+    # The MAP is marked (dashed) at the fitted value.
+    dashed = [line for line in traces[0].lines if line.get_linestyle() == "--"]
+    first = np.ravel(plots.as_full_covariances(gmm.covariances_, covariance_type, K, D)[0])[0]
+    assert dashed and dashed[0].get_ydata()[0] == pytest.approx(float(first), rel=1e-5)
+
+
+def test_trace_defaults_divergences_and_row_limit(posteriors):
+    _, tree = posteriors["full"]
+    fig = plots.trace(tree)  # lp, weights, means, covariances: 1 + 2 + 4 + 6 rows
+    assert len(fig.axes) == 2 * 13
+    assert fig.axes[1].get_title(loc="left") == "lp"
+    assert "gibbs draws: 2 chains x 30 draws" in fig.get_suptitle()
+
+    marked = tree.copy()
+    diverging = np.zeros((N_CHAINS, N_DRAWS), bool)
+    diverging[1, [3, 7]] = True
+    marked["sample_stats"] = marked["sample_stats"].to_dataset().assign(
+        diverging=(("chain", "draw"), diverging))
+    fig = plots.trace(marked, "weights", max_rows=1)
+    (ticks,) = [line for line in fig.axes[1].lines if line.get_gid() == "divergence"]
+    np.testing.assert_array_equal(ticks.get_xdata(), [3, 7])
+    assert "(first 1 of 2 rows)" in fig.get_suptitle()
+    with pytest.raises(ValueError, match=r"no variable 'mu' in the tree; choose from"):
+        plots.trace(tree, ["mu"])
+
+
+def test_posterior_figures_on_given_figures_open_no_pyplot_figure(x, posteriors,
+                                                                  monkeypatch):
+    def show(*args, **kwargs):
+        raise AssertionError("plots must never call plt.show")
+
+    monkeypatch.setattr(plt, "show", show)
+    gmm, tree = posteriors["full"]
+    before = plt.get_fignums()
+    plots.map_vs_posterior(gmm, tree, x, ax=Figure().add_subplot())
+    plots.forest(compare_map_posterior(gmm, tree), fig=Figure())
+    plots.trace(tree, fig=Figure())
+    assert plt.get_fignums() == before
+    with pytest.raises(TypeError, match="tree must be an xarray.DataTree"):
+        plots.map_vs_posterior(gmm, {"posterior": None}, x)
