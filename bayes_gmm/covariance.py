@@ -5,10 +5,13 @@ covariance type lives here, as one class of static functions per type:
 
 - ``factor(covariances, K, D)`` -> :class:`Factor`, the Cholesky factor L of every component
   covariance with its inverse and half log-determinant (computed once per EM step);
-- ``whiten(x, means, factor)`` -> ``y`` of shape (C, K, D), ``y_nk = L_k^{-1} (x_n - mu_k)``,
-  so that the Mahalanobis distance is ``|y_nk|^2``;
-- ``second_moment(r, y)`` -> the responsibility-weighted ``sum_n r_nk y_nk y_nk^T`` (full
-  and tied) or only its diagonal (diag and spherical);
+- ``whitening(means, factor)`` -> the map ``x -> L_k^{-1} (x - mu_k)`` of every component, in
+  the form that ``whiten`` applies (with ``factor=None``: ``x -> x - mu_k``, data units);
+- ``whiten(x, whitening)`` -> ``y`` of shape (K, D, C), ``y_kn = L_k^{-1} (x_n - mu_k)``, so
+  that the Mahalanobis distance is ``sum_d y_kdn^2``;
+- ``moments(r, y, x)`` -> responsibility-weighted sums over one chunk of points, and
+  ``totals(sums, whitening)`` -> from their sum over all chunks, the count, first moment and
+  second moment (full and tied) or its diagonal (diag and spherical) of ``y``;
 - ``unwhiten_vector`` / ``unwhiten_scatter`` map whitened statistics back to data units;
 - ``map_covariance(...)`` -> the exact MAP update of the covariance (docstrings derive it);
 - ``log_prior_components(params, prior, alive)`` -> log p(mu, Sigma) of the live components;
@@ -16,8 +19,24 @@ covariance type lives here, as one class of static functions per type:
 
 Shapes of ``covariances`` follow scikit-learn: full (K, D, D), tied (D, D), diag (K, D),
 spherical (K,). No covariance matrix is ever inverted: whitening uses the inverse of the
-triangular Cholesky factor (a triangular solve against the identity, as scikit-learn does),
-which keeps the E-step one large matrix product.
+triangular Cholesky factor (a triangular solve against the identity, as scikit-learn does).
+
+Points come in chunks of C in a *feature-major* layout: ``x`` of shape (D + 1, C) holds
+the D coordinates of each point in its first D rows and a row mask (1 for a point, 0 for
+padding) in the last. With K and D around ten, putting the points on the minor axis keeps
+every elementwise step (squares, the softmax over components, the weighting by
+responsibilities) vectorised along a long axis, and the mask row, which is 1 for every
+point, turns the affine maps of full and tied covariances into plain matrix products:
+
+- whitening every point against every component is one (K D, D + 1) x (D + 1, C) product
+  with the maps ``P_k = [L_k^{-1}, -L_k^{-1} mu_k]`` applied to ``(x_n, 1)``;
+- the moments are a (K D, C) x (C, D + 1) product, ``M_k = sum_n r_kn y_kn (x_n, 1)^T``
+  (its last column is the first moment of ``y``), and after the pass
+  ``sum_n r_kn y_kn y_kn^T = M_k P_k^T``. Plain products run 10-15% faster on a CPU than
+  K batched (D, C) x (C, D) products of ``y`` with itself. Only one factor of ``M_k``
+  is centred on mu_k, but the float32 error this leaves is of the order of the rounding
+  of ``y`` itself (relative ``eps |L_k^{-1} mu_k|``), not its square, which fully
+  uncentred sums of ``x x^T`` would pay.
 """
 
 from __future__ import annotations
@@ -29,6 +48,15 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import gammaln, multigammaln
 
 LOG_2PI = 1.8378770664093453
+
+# The moment product of full and tied covariances sums over the points of a chunk, and
+# XLA's CPU matrix product does fewer multiply-adds per second when that contraction is
+# long (~10^4 points) than when it is a few thousand. So it runs over blocks of points
+# whose slice of ``y`` holds about this many elements, at most MAX_MOMENT_BLOCKS of them
+# (each is a kernel to compile): an EM iteration at N = 1e6, K = D = 10 takes about 13%
+# less time than with one product per chunk.
+MOMENT_BLOCK_ELEMENTS = 2**18
+MAX_MOMENT_BLOCKS = 8
 
 
 class Factor(NamedTuple):
@@ -74,33 +102,84 @@ def _log_mean_prior(means, prior, whitened_dev_sq, half_log_det):
     )
 
 
-def _full_scatter(r, y):
-    return jnp.einsum("ck,ckd,cke->kde", r, y, y)
+def _affine_whitening(means, factor):
+    """(K, D, D+1) maps ``[A_k, -A_k mu_k]`` of points with a trailing 1, A_k = L_k^{-1}
+    (the identity without a factor)."""
+    k, d = means.shape
+    inverse = jnp.eye(d, dtype=means.dtype) if factor is None else factor.inverse
+    inverse = jnp.broadcast_to(inverse, (k, d, d))
+    shift = -jnp.einsum("kde,ke->kd", inverse, means)
+    return jnp.concatenate([inverse, shift[:, :, None]], axis=2)
 
 
-def _diagonal_scatter(r, y):
-    return jnp.einsum("ck,ckd->kd", r, y * y)
+def _affine_whiten(x, maps):
+    # One (K D, D+1) x (D+1, C) product whitens every point against every component.
+    k, d, d1 = maps.shape
+    return (maps.reshape(k * d, d1) @ x).reshape(k, d, x.shape[-1])
+
+
+def _affine_moments(r, y, x):
+    # The mixed moments sum_n r y (x, 1)^T: (K D, C) x (C, D+1) products, one per block of
+    # points (see MOMENT_BLOCK_ELEMENTS), summed.
+    k, d, c = y.shape
+    ry = r[:, None, :] * y
+    n_blocks = min(MAX_MOMENT_BLOCKS, -(-c * k * d // MOMENT_BLOCK_ELEMENTS))
+    block = -(-c // n_blocks)
+    mixed = sum(
+        jnp.einsum("kic,jc->kij", ry[..., start:start + block], x[:, start:start + block])
+        for start in range(0, c, block)
+    )
+    return jnp.sum(r, -1), mixed
+
+
+def _affine_totals(sums, maps):
+    # sum_n r y y^T = (sum_n r y (x, 1)^T) [A, -A mu]^T: linear, so once after the pass.
+    counts, mixed = sums
+    d = maps.shape[1]
+    return counts, mixed[:, :, d], mixed @ jnp.swapaxes(maps, -1, -2)
+
+
+class _Scaling(NamedTuple):
+    scale: jnp.ndarray  # (K, D) 1 / sd of every component and feature (1 without a factor)
+    means: jnp.ndarray  # (K, D)
+
+
+def _diagonal_whitening(means, factor):
+    """1 / sd of every component and feature (1 without a factor), with the means."""
+    if factor is None:
+        return _Scaling(jnp.ones_like(means), means)
+    k = means.shape[0]
+    return _Scaling(jnp.broadcast_to(factor.inverse.reshape(k, -1), means.shape), means)
+
+
+def _diagonal_whiten(x, scaling):
+    d = scaling.means.shape[-1]
+    return (x[None, :d] - scaling.means[:, :, None]) * scaling.scale[:, :, None]
+
+
+def _diagonal_moments(r, y, x):
+    ry = r[:, None, :] * y
+    return jnp.sum(r, -1), jnp.sum(ry, -1), jnp.sum(ry * y, -1)
+
+
+def _diagonal_totals(sums, scaling):
+    return sums
 
 
 class Full:
     """One unrestricted covariance per component, ``Sigma_k ~ InvWishart(nu0, Psi0)``."""
 
     diagonal = False
-    second_moment = staticmethod(_full_scatter)
+    whitening = staticmethod(_affine_whitening)
+    whiten = staticmethod(_affine_whiten)
+    moments = staticmethod(_affine_moments)
+    totals = staticmethod(_affine_totals)
 
     @staticmethod
     def factor(covariances, n_components, n_features):
         cholesky = jnp.linalg.cholesky(covariances)
         diag = jnp.diagonal(cholesky, axis1=-2, axis2=-1)
         return Factor(cholesky, _inverse_cholesky(cholesky), jnp.sum(jnp.log(diag), -1))
-
-    @staticmethod
-    def whiten(x, means, factor):
-        # One (C, D) x (D, K*D) product instead of K small ones: y_nk = L_k^{-1} x_n - b_k.
-        k, d = means.shape
-        projection = jnp.transpose(factor.inverse, (2, 0, 1)).reshape(d, k * d)
-        offset = jnp.einsum("kde,ke->kd", factor.inverse, means)
-        return (x @ projection).reshape(x.shape[0], k, d) - offset
 
     @staticmethod
     def unwhiten_vector(v, factor):
@@ -154,7 +233,10 @@ class Tied:
     """One covariance shared by all components, ``Sigma ~ InvWishart(nu0, Psi0)``."""
 
     diagonal = False
-    second_moment = staticmethod(_full_scatter)
+    whitening = staticmethod(_affine_whitening)
+    whiten = staticmethod(_affine_whiten)
+    moments = staticmethod(_affine_moments)
+    totals = staticmethod(_affine_totals)
 
     @staticmethod
     def factor(covariance, n_components, n_features):
@@ -163,12 +245,6 @@ class Tied:
         return Factor(
             cholesky, _inverse_cholesky(cholesky), jnp.full(n_components, half_log_det)
         )
-
-    @staticmethod
-    def whiten(x, means, factor):
-        # The shared factor whitens x once; each component only shifts it.
-        projection = factor.inverse.T
-        return (x @ projection)[:, None, :] - (means @ projection)[None, :, :]
 
     @staticmethod
     def unwhiten_vector(v, factor):
@@ -219,16 +295,16 @@ class Diag:
     """Per-component, per-feature variances, ``sigma2_kd ~ InvGamma(nu0/2, psi0_d/2)``."""
 
     diagonal = True
-    second_moment = staticmethod(_diagonal_scatter)
+    whitening = staticmethod(_diagonal_whitening)
+    whiten = staticmethod(_diagonal_whiten)
+    moments = staticmethod(_diagonal_moments)
+    totals = staticmethod(_diagonal_totals)
 
     @staticmethod
     def factor(variances, n_components, n_features):
         sd = jnp.sqrt(variances)
         return Factor(sd, 1.0 / sd, 0.5 * jnp.sum(jnp.log(variances), -1))
 
-    @staticmethod
-    def whiten(x, means, factor):
-        return (x[:, None, :] - means[None]) * factor.inverse[None]
 
     @staticmethod
     def unwhiten_vector(v, factor):
@@ -275,16 +351,16 @@ class Spherical:
     """One variance per component, ``sigma2_k ~ InvGamma(nu0/2, psi0/2)``."""
 
     diagonal = True
-    second_moment = staticmethod(_diagonal_scatter)
+    whitening = staticmethod(_diagonal_whitening)
+    whiten = staticmethod(_diagonal_whiten)
+    moments = staticmethod(_diagonal_moments)
+    totals = staticmethod(_diagonal_totals)
 
     @staticmethod
     def factor(variances, n_components, n_features):
         sd = jnp.sqrt(variances)
         return Factor(sd, 1.0 / sd, 0.5 * n_features * jnp.log(variances))
 
-    @staticmethod
-    def whiten(x, means, factor):
-        return (x[:, None, :] - means[None]) * factor.inverse[None, :, None]
 
     @staticmethod
     def unwhiten_vector(v, factor):

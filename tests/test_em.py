@@ -416,3 +416,39 @@ def test_m_step_weights_formula():
     tiny = stats._replace(counts=jnp.asarray([n - 0.2, 0.2], DTYPE))
     sparse = default_prior(x, 2, weight_concentration_prior=0.5)
     np.testing.assert_allclose(m_step(tiny, sparse).weights, [1.0, 0.0])
+
+
+def test_one_float32_step_keeps_its_digits_far_from_the_origin():
+    """Clusters 1000 sd apart, one of them stretched 1000:1 (condition number 1e6): one
+    EM step in the precision in use against a float64 NumPy/SciPy step from the same
+    start. Statistics are taken about the current means in whitened units, so float32
+    keeps about as many digits as the data themselves have."""
+    rng = np.random.default_rng(11)
+    centres = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, -1000.0]])
+    shapes = [np.eye(2), np.diag([1.0, 1e-3]) @ [[1, 1], [-1, 1]], np.diag([2.0, 0.5])]
+    x = np.concatenate([c + rng.normal(size=(400, 2)) @ s for c, s in zip(centres, shapes,
+                                                                           strict=True)])
+    x32 = x.astype(DTYPE)
+    prior = default_prior(x32, 3)
+    start = GMMParams(np.full(3, 1 / 3), centres + 0.3,
+                      np.stack([s.T @ s * 1.2 + 1e-4 * np.eye(2) for s in shapes]))
+    params, _ = fit_map(jax.random.key(0), x32, prior, start, max_iter=1, tol=0.0)
+
+    # The same step in float64 by NumPy/SciPy.
+    xs = x32.astype(np.float64)
+    resp = np.exp(reference.e_step(xs, start, "full")[0])
+    alpha, m0, kappa0, nu0, psi0 = (np.asarray(a, np.float64) for a in prior)
+    counts = resp.sum(0)
+    means = resp.T @ xs / counts[:, None]
+    for k in range(3):
+        dev = xs - means[k]
+        scatter = (resp[:, k, None] * dev).T @ dev
+        shift = means[k] - m0
+        psi = psi0 + scatter + kappa0 * counts[k] / (kappa0 + counts[k]) * np.outer(shift, shift)
+        expected = psi / (nu0 + counts[k] + 2 + 2)
+        mean = (kappa0 * m0 + counts[k] * means[k]) / (kappa0 + counts[k])
+        rtol = 1e-10 if X64 else 3e-5
+        np.testing.assert_allclose(params.means[k], mean, rtol=rtol, atol=rtol * 1000)
+        # Each covariance to a relative error of its own scale (smallest eigenvalue ~1e-6).
+        error = np.linalg.norm(np.asarray(params.covariances[k], np.float64) - expected)
+        assert error <= (1e-9 if X64 else 3e-4) * np.linalg.norm(expected), k
