@@ -19,11 +19,16 @@ What is timed
   computes in float32 (the ``sklearn dtype`` column says what it returned). It is timed
   with its default BLAS threads and with one thread, and the faster counts: on a shared
   machine OpenBLAS's busy-waiting threads can make it several times slower.
-- reference: the (N, D) x (D, K*D) matrix product, which is the size of the whitening
-  product at the heart of one iteration, jitted in JAX in the same dtype and summed so
-  that it is not dead code (XLA fuses the sum into the product, so this is the machine's
-  rate of multiply-adds from cache rather than of memory traffic). NumPy's ``(x @ w).sum()``
-  is printed for context; it writes the product to memory.
+- references: the (N, D) x (D, K*D) matrix product, the size of the whitening product at
+  the heart of one iteration, jitted in JAX in the same dtype, two ways.
+  ``matmul``: the product itself, its (N, K*D) result written to memory, as the issue
+  states the reference ("the time of the matrix product"). ``in-cache``: the product
+  fused with a reduction, ``sum((x @ w)**2)`` (non-linear, so XLA cannot rewrite it into
+  a product of sums), which never writes the result: the machine's rate of multiply-adds
+  from cache, a far stricter bound. One iteration needs about 2.2 times the
+  multiply-adds of that product plus elementwise work (exp, log) per point and
+  component, so it cannot come within 1.5x of the in-cache bound in XLA; against the
+  materialised product it is faster. NumPy's ``x @ w`` is printed for context.
 - compile: the first call of ``fit_map`` minus a warm call of the same shapes (best of
   three, JAX's caches cleared before each), once with the given starting values used
   here and once with the default k-means++ start.
@@ -170,7 +175,8 @@ def run_case(n_samples, dtype, rounds, chunk_size):
     timed(ours(SHORT))  # max_iter is static: its own compilation, untimed
 
     w = jnp.asarray(np.random.default_rng(1).normal(size=(D, K * D)), dtype)
-    reference = jax.jit(lambda a, b: jnp.sum(a @ b))
+    matmul = jax.jit(lambda a, b: a @ b)
+    in_cache = jax.jit(lambda a, b: jnp.sum((a @ b) ** 2))
     w_np = np.asarray(w)
     ours_error, sklearn_error, sklearn_dtype = check_same_step(x, x64, start, prior)
     model = sklearn_model(x, start)
@@ -180,15 +186,18 @@ def run_case(n_samples, dtype, rounds, chunk_size):
         with threadpool_limits(threads):
             return timed(lambda: sklearn_iteration(model, x))
 
-    times = {"short": [], "long": [], "sklearn": [], "sklearn_1": [], "ref": [], "numpy": []}
-    reference(xj, w).block_until_ready()
+    times = {"short": [], "long": [], "sklearn": [], "sklearn_1": [], "matmul": [],
+             "in_cache": [], "numpy": []}
+    matmul(xj, w).block_until_ready()
+    in_cache(xj, w).block_until_ready()
     for _ in range(rounds):
         times["short"].append(timed(ours(SHORT)))
         times["long"].append(timed(ours(LONG)))
         times["sklearn"].append(sklearn_call(None))
         times["sklearn_1"].append(sklearn_call(1))
-        times["ref"].append(timed(lambda: reference(xj, w)))
-        times["numpy"].append(timed(lambda: (x @ w_np).sum()))
+        times["matmul"].append(timed(lambda: matmul(xj, w)))
+        times["in_cache"].append(timed(lambda: in_cache(xj, w)))
+        times["numpy"].append(timed(lambda: x @ w_np))
     best = {name: min(values) for name, values in times.items()}
     per_iter = (best["long"] - best["short"]) / (LONG - SHORT)
     # scikit-learn's BLAS threads help little on two cores and busy-wait badly when another
@@ -202,8 +211,10 @@ def run_case(n_samples, dtype, rounds, chunk_size):
         "speedup": sklearn_best / per_iter,
         "sklearn_default_threads_ms": 1e3 * best["sklearn"],
         "sklearn_one_thread_ms": 1e3 * best["sklearn_1"],
-        "ref_ms": 1e3 * best["ref"],
-        "ours_over_ref": per_iter / best["ref"],
+        "matmul_ms": 1e3 * best["matmul"],
+        "ours_over_matmul": per_iter / best["matmul"],
+        "in_cache_ms": 1e3 * best["in_cache"],
+        "ours_over_in_cache": per_iter / best["in_cache"],
         "numpy_ref_ms": 1e3 * best["numpy"],
         "compile_given_s": compile_given,
         "compile_default_s": compile_default,
@@ -219,8 +230,10 @@ COLUMNS = [
     ("ours_ms", "ours ms/iter", "{:.1f}"),
     ("sklearn_ms", "sklearn ms/iter", "{:.1f}"),
     ("speedup", "sklearn/ours", "{:.1f}"),
-    ("ref_ms", "matmul ref ms", "{:.1f}"),
-    ("ours_over_ref", "ours/ref", "{:.2f}"),
+    ("matmul_ms", "matmul ms", "{:.1f}"),
+    ("ours_over_matmul", "ours/matmul", "{:.2f}"),
+    ("in_cache_ms", "in-cache ms", "{:.1f}"),
+    ("ours_over_in_cache", "ours/in-cache", "{:.2f}"),
     ("numpy_ref_ms", "numpy ref ms", "{:.1f}"),
     ("compile_given_s", "compile s", "{:.2f}"),
     ("compile_default_s", "compile s (k-means++)", "{:.2f}"),
