@@ -29,11 +29,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/bayes-gmm run configs/em_walkthrough.toml --overwrite
 
-# The suite runs twice: JAX's default float32 and again with float64 enabled.
+# The suite runs twice: JAX's default float32 and again with float64 enabled. Most of its
+# time is XLA compiling (one core each), so two workers nearly halve it.
+PYTEST := $(BIN)/python -m pytest -q -n 2
+
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check bayes_gmm tests benchmarks
-	JAX_ENABLE_X64=0 $(BIN)/python -m pytest -q
-	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q
+	JAX_ENABLE_X64=0 $(PYTEST)
+	JAX_ENABLE_X64=1 $(PYTEST)
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -x

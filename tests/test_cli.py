@@ -248,8 +248,13 @@ def old_faithful(tmp_path_factory):
     config.write_text(text)
     out = folder / "results"
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = main(["run", str(config), "--output-dir", str(out)])
+    # NumPyro turns its progress bar off when CI or PYTEST_XDIST_WORKER is set (both are,
+    # in CI); a user's terminal has neither.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CI", raising=False)
+        patch.delenv("PYTEST_XDIST_WORKER", raising=False)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = main(["run", str(config), "--output-dir", str(out)])
     return status, out / "old_faithful", stdout.getvalue(), stderr.getvalue()
 
 
