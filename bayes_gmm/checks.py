@@ -85,6 +85,18 @@ def check_data(x, name: str = "X", *, min_samples: int = 1) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def as_float_array(value, name: str, *, finite: bool = True) -> np.ndarray:
+    """``value`` as a float64 array, or a TypeError naming ``name``; with ``finite``, a
+    ValueError if it holds NaN or inf."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be numeric; got {value!r} ({err}).") from None
+    if finite and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite; got {value!r}.")
+    return array
+
+
 def feature_names(x) -> np.ndarray | None:
     """Column names of a DataFrame as an object array when all are strings, else None."""
     columns = getattr(x, "columns", None)

@@ -44,6 +44,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import gammaln, multigammaln
 
@@ -408,3 +409,39 @@ class Spherical:
 
 KINDS = {"full": Full, "tied": Tied, "diag": Diag, "spherical": Spherical}
 
+
+def as_full_covariances(covariances, covariance_type, n_components, n_features):
+    """Covariances of any type as K full matrices.
+
+    Parameters
+    ----------
+    covariances : array
+        full (K, D, D), tied (D, D), diag (K, D) or spherical (K,), as in scikit-learn.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    n_components, n_features : int
+        K and D.
+
+    Returns
+    -------
+    ndarray of shape (n_components, n_features, n_features), float64
+    """
+    if covariance_type not in KINDS:
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(map(repr, KINDS))}; "
+            f"got {covariance_type!r}."
+        )
+    c = np.asarray(covariances, dtype=np.float64)
+    k, d = n_components, n_features
+    expected = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
+    if c.shape != expected[covariance_type]:
+        raise ValueError(
+            f"covariances must have shape {expected[covariance_type]} for "
+            f"covariance_type={covariance_type!r} with K={k}, D={d}; got shape {c.shape}."
+        )
+    if covariance_type == "full":
+        return c.copy()
+    if covariance_type == "tied":
+        return np.broadcast_to(c, (k, d, d)).copy()
+    if covariance_type == "diag":
+        return np.einsum("kd,de->kde", c, np.eye(d))
+    return c[:, None, None] * np.eye(d)

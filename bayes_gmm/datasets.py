@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_gmm.checks import as_float_array
+
 BUILTIN = ("old_faithful", "galaxy_velocities")
 
 
@@ -41,9 +43,9 @@ def synthetic_mixture(seed, n_samples, weights, means, covariances):
         The component each point was drawn from.
     """
     n_samples = _check_count(n_samples, "n_samples")
-    weights = _float_array(weights, "weights")
-    means = _float_array(means, "means")
-    covariances = _float_array(covariances, "covariances")
+    weights = as_float_array(weights, "weights")
+    means = as_float_array(means, "means")
+    covariances = as_float_array(covariances, "covariances")
     if weights.ndim != 1 or weights.size == 0:
         raise ValueError(
             f"weights must be a 1-D array of shape (n_components,); got shape {weights.shape}."
@@ -247,16 +249,6 @@ def select_columns(frame: pd.DataFrame, columns=None, source: str = "the data") 
                 f"(data row {row + 1}). Fill or drop such rows before fitting."
             )
     return frame.astype(np.float64)
-
-
-def _float_array(value, name: str) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be numeric; got {value!r} ({err}).") from None
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite; got {value!r}.")
-    return array
 
 
 def _check_count(value, name: str) -> int:

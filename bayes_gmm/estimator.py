@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from bayes_gmm.checks import (
+    as_float_array,
     check_choice,
     check_data,
     check_feature_names,
@@ -27,7 +28,7 @@ from bayes_gmm.checks import (
     check_is_fitted,
     feature_names,
 )
-from bayes_gmm.covariance import KINDS
+from bayes_gmm.covariance import KINDS, as_full_covariances
 from bayes_gmm.em import INIT_METHODS, GMMParams, e_step, fit_map
 from bayes_gmm.exceptions import ConvergenceWarning
 from bayes_gmm.priors import check_covariance_type, check_n_components, default_prior
@@ -360,7 +361,7 @@ class BayesianGMM:
         rng = np.random.default_rng(_seed(self.random_state))
         counts = rng.multinomial(n_samples, self.weights_ / self.weights_.sum())
         choleskys = np.linalg.cholesky(
-            full_covariances(
+            as_full_covariances(
                 self.covariances_, self.covariance_type, len(self.weights_), self.n_features_in_
             )
         )
@@ -514,18 +515,6 @@ class BayesianGMM:
 # Helpers
 
 
-def full_covariances(covariances, covariance_type: str, n_components: int, n_features: int):
-    """Covariances of any type as K full matrices, shape (K, D, D)."""
-    c = np.asarray(covariances)
-    if covariance_type == "full":
-        return c
-    if covariance_type == "tied":
-        return np.broadcast_to(c, (n_components, n_features, n_features)).copy()
-    if covariance_type == "diag":
-        return c[:, :, None] * np.eye(n_features)[None]
-    return c[:, None, None] * np.eye(n_features)[None]
-
-
 def _fingerprint(x: np.ndarray) -> str:
     """A digest of the data, to notice when a posterior is asked for other data than fit."""
     return hashlib.blake2b(np.ascontiguousarray(x, np.float64).tobytes(), digest_size=16,
@@ -562,10 +551,7 @@ def _seed(random_state) -> int:
 
 
 def _finite(value, name, shape, shape_text) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be numeric; got {value!r} ({err}).") from None
+    array = as_float_array(value, name, finite=False)
     if array.shape != shape:
         raise ValueError(
             f"{name} must have shape {shape_text} = {shape}; got shape {array.shape}."
@@ -600,4 +586,4 @@ def _checked_covariances(value, covariance_type, k, d) -> np.ndarray:
     return array
 
 
-__all__ = ["BayesianGMM", "full_covariances"]
+__all__ = ["BayesianGMM"]

@@ -31,6 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 from matplotlib.ticker import MaxNLocator
 
+from bayes_gmm.covariance import as_full_covariances
 from bayes_gmm.em import e_step
 from bayes_gmm.priors import check_covariance_type
 
@@ -38,39 +39,6 @@ from bayes_gmm.priors import check_covariance_type
 # their line styles: the inner one solid, the outer one dashed.
 N_STD = (1.0, 2.0)
 LINESTYLES = ("-", "--")
-
-
-def as_full_covariances(covariances, covariance_type, n_components, n_features):
-    """Covariances of any type as K full matrices.
-
-    Parameters
-    ----------
-    covariances : array
-        full (K, D, D), tied (D, D), diag (K, D) or spherical (K,), as in scikit-learn.
-    covariance_type : {"full", "tied", "diag", "spherical"}
-    n_components, n_features : int
-        K and D.
-
-    Returns
-    -------
-    ndarray of shape (n_components, n_features, n_features), float64
-    """
-    check_covariance_type(covariance_type)
-    c = np.asarray(covariances, dtype=np.float64)
-    k, d = n_components, n_features
-    expected = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
-    if c.shape != expected[covariance_type]:
-        raise ValueError(
-            f"covariances must have shape {expected[covariance_type]} for "
-            f"covariance_type={covariance_type!r} with K={k}, D={d}; got shape {c.shape}."
-        )
-    if covariance_type == "full":
-        return c.copy()
-    if covariance_type == "tied":
-        return np.broadcast_to(c, (k, d, d)).copy()
-    if covariance_type == "diag":
-        return np.einsum("kd,de->kde", c, np.eye(d))
-    return c[:, None, None] * np.eye(d)
 
 
 def component_colors(n_components: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayes_gmm.checks import check_choice
+from bayes_gmm.checks import as_float_array, check_choice
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -153,20 +153,10 @@ def check_n_components(n_components) -> int:
     return int(n_components)
 
 
-def _as_float_array(value, name: str) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be numeric; got {value!r} ({err}).") from None
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite; got {value!r}.")
-    return array
-
-
 def _positive_scalar(value, name: str, default: float) -> float:
     if value is None:
         return default
-    array = _as_float_array(value, name)
+    array = as_float_array(value, name)
     if array.ndim != 0:
         raise ValueError(f"{name} must be a single number; got an array of shape {array.shape}.")
     if not array > 0:
@@ -178,7 +168,7 @@ def _concentration(value, n_components: int) -> np.ndarray:
     name = "weight_concentration_prior"
     if value is None:
         return np.ones(n_components)
-    alpha = _as_float_array(value, name)
+    alpha = as_float_array(value, name)
     if alpha.ndim == 0:
         alpha = np.full(n_components, float(alpha))
     if alpha.shape != (n_components,):
@@ -197,7 +187,7 @@ def _concentration(value, n_components: int) -> np.ndarray:
 def _mean(value, x: np.ndarray, n_features: int) -> np.ndarray:
     if value is None:
         return x.mean(axis=0)
-    mean = _as_float_array(value, "mean_prior")
+    mean = as_float_array(value, "mean_prior")
     if mean.shape != (n_features,):
         raise ValueError(
             f"mean_prior must have shape (n_features,) = ({n_features},); got shape {mean.shape}."
@@ -209,7 +199,7 @@ def _degrees_of_freedom(value, n_features: int) -> float:
     name = "degrees_of_freedom_prior"
     if value is None:
         return float(n_features + 2)
-    nu0 = _as_float_array(value, name)
+    nu0 = as_float_array(value, name)
     if nu0.ndim != 0:
         raise ValueError(f"{name} must be a single number; got an array of shape {nu0.shape}.")
     if not nu0 > n_features - 1:
@@ -223,7 +213,7 @@ def _degrees_of_freedom(value, n_features: int) -> float:
 def check_covariance_prior(value, covariance_type: str, n_features: int) -> np.ndarray:
     """Check Psi0 for the given covariance type; return it as a float64 array."""
     name = "covariance_prior"
-    psi0 = _as_float_array(value, name)
+    psi0 = as_float_array(value, name)
     d = n_features
     if covariance_type in ("full", "tied"):
         if psi0.shape != (d, d):
