@@ -11,7 +11,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; \
 	done)
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean sbc
 
 $(BIN)/python:
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found; install it or run 'make PYTHON312=/path/to/python3.12 ...'"; exit 1; }
@@ -44,8 +44,16 @@ test-fast: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check bayes_gmm tests benchmarks
 
+# The benchmark suite (benchmarks/README.md): about 35 minutes on a quiet 2-core machine.
+# `make bench BENCH_ARGS=--quick` is a smoke run of a few minutes.
 bench: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/em_vs_sklearn.py
+	$(BIN)/python -c 'import gmmx, sklearn' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) results build *.egg-info
+
+# Simulation-based calibration of the samplers at full size (benchmarks/sbc.py; results in
+# benchmarks/results/sbc*): about an hour on a quiet 2-core machine.
+sbc: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/sbc.py

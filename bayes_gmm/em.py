@@ -30,6 +30,11 @@ A component whose weight reaches zero (possible only when its Dirichlet concentr
 below one: the density is then unbounded at the boundary, and the M-step clips the weight
 at zero) has left the model: it gets no responsibility, its weight, mean and covariance
 terms leave the log posterior, and ``EMInfo.dead`` reports it.
+
+A pass is a sum over chunks, so it splits: :func:`_statistics_pass` gives the per-chunk
+function and the finish, and the same two serve the rows split over several devices
+(:mod:`bayes_gmm.sharding`, one all-reduce per pass) and data streamed from disk
+(:mod:`bayes_gmm.streaming`, one compiled call per block read).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from jax.scipy.special import gammaln, logsumexp, xlogy
 
 from bayes_gmm.covariance import KINDS, LOG_2PI
 from bayes_gmm.priors import GMMPrior
+from bayes_gmm.sharding import device_chunks, resolve_mesh, rows_per_device, sum_over_devices
 
 INIT_METHODS = ("k-means++", "random", "random_from_data")
 
@@ -249,12 +255,13 @@ def _scan_chunks(chunk_fn, chunks):
     return lax.scan(step, zeros, chunks)
 
 
-def _expected_statistics(x_chunks, n_samples, params: GMMParams, covariance_type: str):
-    """One pass over the data: the E-step fused with the sufficient statistics.
+def _statistics_pass(params: GMMParams, covariance_type: str):
+    """The two halves of one pass over the data under ``params``.
 
-    Returns the statistics under the responsibilities of ``params`` and the log likelihood
-    of ``params``. ``x_chunks`` is (n_chunks, D + 1, C) from :func:`_feature_major`, holding
-    ``n_samples`` points.
+    Returns ``one_chunk``, which maps a feature-major chunk (D + 1, C) to its summed
+    moments and the sum of its points' log densities less a reference, and ``finish``,
+    which turns the moments summed over every chunk (and over devices, or over the chunks
+    read from disk) and those sums of log densities into statistics and a log likelihood.
     """
     kind = KINDS[covariance_type]
     n_components, n_features = params.means.shape
@@ -281,23 +288,55 @@ def _expected_statistics(x_chunks, n_samples, params: GMMParams, covariance_type
         log_density = top + jnp.log(total)
         return kind.moments(r, y, points), jnp.sum(mask * (log_density - reference))
 
-    sums, chunk_logliks = _scan_chunks(one_chunk, x_chunks)
-    counts, first, second = kind.totals(sums, whitening)
-    stats = _finish_statistics(counts, first, second, params.means, kind, factor)
-    # Summed at the end (a tree reduction) rather than carried: a running float32 sum over
-    # many chunks would lose digits of the 1e-6 relative change that `tol` compares.
-    return stats, n_samples * reference + jnp.sum(chunk_logliks)
+    def finish(sums, n_samples, deviations):
+        counts, first, second = kind.totals(sums, whitening)
+        stats = _finish_statistics(counts, first, second, params.means, kind, factor)
+        # Summed at the end (a tree reduction) rather than carried: a running float32 sum
+        # over many chunks would lose digits of the 1e-6 relative change `tol` compares.
+        return stats, n_samples * reference + jnp.sum(deviations)
+
+    return one_chunk, finish
 
 
-def _statistics_from_responsibilities(x_chunks, r_chunks, covariance_type):
+def _sum_chunks(chunk_fn, chunks, mesh=None):
+    """:func:`_scan_chunks` on one device; with a ``mesh``, ``chunks`` has a leading
+    device axis and every device scans its own chunks (:mod:`bayes_gmm.sharding`)."""
+    if mesh is None:
+        return _scan_chunks(chunk_fn, chunks)
+    return sum_over_devices(partial(_scan_chunks, chunk_fn), mesh, chunks)
+
+
+def _expected_statistics(x_chunks, n_samples, params: GMMParams, covariance_type: str,
+                         mesh=None):
+    """One pass over the data: the E-step fused with the sufficient statistics.
+
+    Returns the statistics under the responsibilities of ``params`` and the log likelihood
+    of ``params``. ``x_chunks`` is (n_chunks, D + 1, C) from :func:`_feature_major`, holding
+    ``n_samples`` points (with a ``mesh``: (n_devices, n_chunks, D + 1, C)).
+    """
+    one_chunk, finish = _statistics_pass(params, covariance_type)
+    sums, chunk_logliks = _sum_chunks(one_chunk, x_chunks, mesh)
+    return finish(sums, n_samples, chunk_logliks)
+
+
+def _statistics_from_responsibilities(x_chunks, r_chunks, covariance_type, mesh=None):
     """Two passes: the weighted means, then the moments about them (in data units).
 
-    ``r_chunks`` is (n_chunks, K, C), zero for the padding.
+    ``r_chunks`` is (n_chunks, K, C), zero for the padding (with a ``mesh``, both have a
+    leading device axis).
     """
     kind = KINDS[covariance_type]
-    n_features = x_chunks.shape[1] - 1
-    counts = jnp.sum(r_chunks, (0, 2))
-    sums = jnp.einsum("nkc,ndc->kd", r_chunks, x_chunks[:, :n_features])
+    n_features = x_chunks.shape[-2] - 1
+
+    def weighted_sums(chunks):
+        x_chunks, r_chunks = chunks
+        counts = jnp.sum(r_chunks, (0, 2))
+        return (counts, jnp.einsum("nkc,ndc->kd", r_chunks, x_chunks[:, :n_features])), None
+
+    if mesh is None:
+        (counts, sums), _ = weighted_sums((x_chunks, r_chunks))
+    else:
+        (counts, sums), _ = sum_over_devices(weighted_sums, mesh, (x_chunks, r_chunks))
     means = sums / jnp.where(counts > 0, counts, 1.0)[:, None]
     whitening = kind.whitening(means, None)
 
@@ -305,7 +344,7 @@ def _statistics_from_responsibilities(x_chunks, r_chunks, covariance_type):
         points, r = chunk
         return kind.moments(r, kind.whiten(points, whitening), points), None
 
-    sums, _ = _scan_chunks(one_chunk, (x_chunks, r_chunks))
+    sums, _ = _sum_chunks(one_chunk, (x_chunks, r_chunks), mesh)
     counts, first, second = kind.totals(sums, whitening)
     return _finish_statistics(counts, first, second, means, kind)
 
@@ -416,7 +455,7 @@ def _initial_responsibilities(key, x, n_components, method):
     return _nearest_centre(x, _kmeans_plus_plus(key, x, n_components))
 
 
-def _initial_params(key, x, x_chunks, prior, covariance_type, method, given):
+def _initial_params(key, x, x_chunks, prior, covariance_type, method, given, mesh=None):
     """Start from ``given`` where it says, else from the M-step after ``method``.
 
     With given means but no weights or covariances, the points are assigned to the
@@ -429,9 +468,11 @@ def _initial_params(key, x, x_chunks, prior, covariance_type, method, given):
         resp = _nearest_centre(x, given.means)
     else:
         resp = _initial_responsibilities(key, x, n_components, method)
-    stats = _statistics_from_responsibilities(
-        x_chunks, _responsibility_chunks(resp, x_chunks.shape[-1]), covariance_type
-    )
+    if mesh is None:
+        r_chunks = _responsibility_chunks(resp, x_chunks.shape[-1])
+    else:
+        r_chunks = device_chunks(resp, mesh, x_chunks.shape[-1])
+    stats = _statistics_from_responsibilities(x_chunks, r_chunks, covariance_type, mesh)
     params = m_step(stats, prior, covariance_type)
     if given is not None:
         params = GMMParams(*(g if g is not None else p for g, p in zip(given, params, strict=True)))
@@ -442,52 +483,59 @@ def _initial_params(key, x, x_chunks, prior, covariance_type, method, given):
 # The loop
 
 
-def _em_loop(params, x_chunks, n_samples, prior, covariance_type, max_iter, tol, keep_history):
-    # Every pass of the loop evaluates the parameters it is handed (the pass over the data)
-    # and takes the M-step from them. The starting parameters go through the same pass, so
-    # the program holds a single copy of it: XLA's compile time grows with program size.
-    dtype = x_chunks.dtype
+def _keep_going(state: _LoopState, max_iter) -> jax.Array:
+    return (state.n_iter < max_iter) & ~state.converged & jnp.isfinite(state.log_posterior)
+
+
+def _em_update(state: _LoopState, stats, loglik, prior, covariance_type, tol, keep_history):
+    """Record the pass over the data from ``state.next_params`` (its statistics and log
+    likelihood) and take the M-step from them."""
+    params = state.next_params
+    lp = loglik + log_prior(params, prior, covariance_type)
+    n_iter = state.n_iter + 1
+    change = jnp.abs(lp - state.log_posterior)
+    params_history = state.params_history
+    if keep_history:
+        params_history = jax.tree.map(lambda h, a: h.at[n_iter].set(a), params_history, params)
+    return _LoopState(
+        params,
+        m_step(stats, prior, covariance_type),
+        lp,
+        loglik,
+        n_iter,
+        (n_iter > 0) & (change <= tol * jnp.abs(lp)),
+        state.history.at[n_iter].set(lp),
+        params_history,
+    )
+
+
+def _start_state(params, max_iter, keep_history, dtype) -> _LoopState:
     zero = jnp.zeros((), dtype)
     params_history = None
     if keep_history:
         params_history = jax.tree.map(
             lambda a: jnp.zeros((max_iter + 1, *a.shape), a.dtype), params
         )
-    state = _LoopState(
+    return _LoopState(
         params, params, zero, zero, jnp.int32(-1), jnp.bool_(False),
         jnp.full(max_iter + 1, jnp.nan, dtype), params_history,
     )
 
-    def keep_going(state):
-        return (
-            (state.n_iter < max_iter)
-            & ~state.converged
-            & jnp.isfinite(state.log_posterior)
-        )
+
+def _em_loop(params, x_chunks, n_samples, prior, covariance_type, max_iter, tol, keep_history,
+             mesh=None):
+    # Every pass of the loop evaluates the parameters it is handed (the pass over the data)
+    # and takes the M-step from them. The starting parameters go through the same pass, so
+    # the program holds a single copy of it: XLA's compile time grows with program size.
+    state = _start_state(params, max_iter, keep_history, x_chunks.dtype)
 
     def step(state):
-        params = state.next_params
-        stats, loglik = _expected_statistics(x_chunks, n_samples, params, covariance_type)
-        lp = loglik + log_prior(params, prior, covariance_type)
-        n_iter = state.n_iter + 1
-        change = jnp.abs(lp - state.log_posterior)
-        params_history = state.params_history
-        if keep_history:
-            params_history = jax.tree.map(
-                lambda h, a: h.at[n_iter].set(a), params_history, params
-            )
-        return _LoopState(
-            params,
-            m_step(stats, prior, covariance_type),
-            lp,
-            loglik,
-            n_iter,
-            (n_iter > 0) & (change <= tol * jnp.abs(lp)),
-            state.history.at[n_iter].set(lp),
-            params_history,
+        stats, loglik = _expected_statistics(
+            x_chunks, n_samples, state.next_params, covariance_type, mesh
         )
+        return _em_update(state, stats, loglik, prior, covariance_type, tol, keep_history)
 
-    return lax.while_loop(keep_going, step, state)
+    return lax.while_loop(partial(_keep_going, max_iter=max_iter), step, state)
 
 
 def _check_static(x, prior, covariance_type, init, n_init, max_iter):
@@ -530,12 +578,20 @@ def fit_map(
     tol=1e-6,
     keep_history: bool = False,
     chunk_size: int | None = None,
+    mesh="auto",
 ) -> tuple[GMMParams, EMInfo]:
     """The MAP estimate of the mixture by EM.
 
     Pure and jitted: usable under ``jax.jit`` and ``jax.vmap`` (over keys, data or
     priors). A second call with the same shapes and the same settings (the keyword
     arguments other than ``tol``) does not re-trace.
+
+    Data larger than memory: pass a chunked source for ``x`` (a ``numpy.memmap``, a path
+    to a ``.npy`` file or to a directory of ``.npy`` shards, a list of arrays, a
+    zero-argument callable returning a fresh iterator of arrays, or a
+    :class:`bayes_gmm.streaming.ChunkedSource`), and the data are streamed from it, one
+    pass per EM step; see :func:`bayes_gmm.streaming.fit_map_streaming` for what differs.
+    Several devices: the rows are split over them (:mod:`bayes_gmm.sharding`).
 
     Parameters
     ----------
@@ -562,7 +618,11 @@ def fit_map(
     keep_history : bool, default False
         Also return the parameters after every step (``EMInfo.params_history``).
     chunk_size : int, optional
-        Rows per block of the fused E-step.
+        Rows per block of the fused E-step (for a chunked source: rows read at a time).
+    mesh : "auto", jax.sharding.Mesh or None, default "auto"
+        Devices to split the rows over: a 1-D mesh; "auto" uses every device of
+        ``jax.devices()`` when there are several, None keeps one device. The result
+        equals the one-device fit to rounding.
 
     Returns
     -------
@@ -570,6 +630,14 @@ def fit_map(
         The MAP estimate of the best restart.
     info : EMInfo
     """
+    from bayes_gmm import streaming  # it builds on this module
+
+    if streaming.is_chunked(x):
+        return streaming.fit_map_streaming(
+            key, x, prior, init_params, covariance_type=covariance_type, init=init,
+            n_init=n_init, max_iter=max_iter, tol=tol, keep_history=keep_history,
+            chunk_size=chunk_size, mesh=mesh,
+        )
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -577,14 +645,14 @@ def fit_map(
     # Every argument explicit: jit keys its cache on which keywords were passed.
     return _fit_map(
         key, x, prior, init_params, tol, covariance_type, init, n_init, max_iter,
-        keep_history, chunk_size,
+        keep_history, chunk_size, resolve_mesh(mesh),
     )
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))
+@partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10, 11))
 def _fit_map(
     key, x, prior, init_params, tol, covariance_type, init, n_init, max_iter, keep_history,
-    chunk_size,
+    chunk_size, mesh=None,
 ):
     dtype = x.dtype
     prior = GMMPrior(*(jnp.asarray(a, dtype) for a in prior))
@@ -605,17 +673,30 @@ def _fit_map(
         if all(field is not None for field in given):
             n_init = 1
 
-    chunk = _chunk_rows(n_samples, n_components, n_features, chunk_size)
-    x_chunks = _feature_major(centred, chunk)
+    if mesh is None:
+        chunk = _chunk_rows(n_samples, n_components, n_features, chunk_size)
+        x_chunks = _feature_major(centred, chunk)
+    else:
+        chunk = _chunk_rows(rows_per_device(n_samples, mesh), n_components, n_features,
+                            chunk_size)
+        mask = jnp.ones((n_samples, 1), dtype)
+        x_chunks = device_chunks(jnp.concatenate([centred, mask], axis=1), mesh, chunk)
 
     def run(key):
-        params = _initial_params(key, centred, x_chunks, prior, covariance_type, init, given)
+        params = _initial_params(
+            key, centred, x_chunks, prior, covariance_type, init, given, mesh
+        )
         return _em_loop(
             params, x_chunks, n_samples, prior, covariance_type, max_iter,
-            jnp.asarray(tol, dtype), keep_history,
+            jnp.asarray(tol, dtype), keep_history, mesh,
         )
 
     states = jax.vmap(run)(jax.random.split(key, n_init))
+    return _best_result(states, shift, keep_history)
+
+
+def _best_result(states: _LoopState, shift, keep_history) -> tuple[GMMParams, EMInfo]:
+    """The restart with the highest log posterior, moved back from the centred frame."""
     finals = states.log_posterior
     best = jnp.argmax(jnp.where(jnp.isnan(finals), -jnp.inf, finals))
     state = jax.tree.map(lambda a: a[best], states)

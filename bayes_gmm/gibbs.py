@@ -38,8 +38,20 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 
-from bayes_gmm.em import GMMParams, SufficientStats, e_step, log_prior, statistics
+from bayes_gmm.covariance import KINDS
+from bayes_gmm.em import (
+    GMMParams,
+    SufficientStats,
+    _chunk_rows,
+    _component_log_prob,
+    _log_normaliser,
+    _statistics_from_responsibilities,
+    e_step,
+    log_prior,
+    statistics,
+)
 from bayes_gmm.priors import COVARIANCE_TYPES, GMMPrior
+from bayes_gmm.sharding import device_chunks, resolve_mesh, rows_per_device, sum_over_devices
 
 
 class GibbsInfo(NamedTuple):
@@ -68,7 +80,7 @@ class ConditionalPosterior(NamedTuple):
 
 class _ChainState(NamedTuple):
     params: GMMParams  # the current theta
-    log_resp: jax.Array  # (N, K) log responsibilities under `params`
+    log_resp: jax.Array  # (N, K) log responsibilities under `params` (sharded: see _e_step)
     log_likelihood: jax.Array  # () log p(x | params)
     counts: jax.Array  # (K,) n_k of the labels `params` was drawn from
 
@@ -287,24 +299,66 @@ def draw_parameters(key, posterior: ConditionalPosterior, covariance_type: str =
 # One transition
 
 
-def _start_state(x, params, covariance_type):
+def _e_step(x, params, covariance_type, mesh=None):
+    """Log responsibilities and the log likelihood. With a ``mesh``, ``x`` is the
+    device-major layout of :func:`bayes_gmm.sharding.device_chunks` (with its row mask)
+    and the responsibilities come in the same layout, (n_devices, n_chunks, K, C)."""
+    if mesh is None:
+        log_resp, log_density = e_step(x, params, covariance_type)
+        return log_resp, jnp.sum(log_density)
+    kind = KINDS[covariance_type]
+    n_components, n_features = params.means.shape
+    factor = kind.factor(params.covariances, n_components, n_features)
+    whitening = kind.whitening(params.means, factor)
+    log_norm = _log_normaliser(jnp.log(params.weights), factor.half_log_det, n_features)
+
+    def one_chunk(points):
+        log_prob = _component_log_prob(kind.whiten(points, whitening), log_norm)
+        log_density = jax.nn.logsumexp(log_prob, axis=0)
+        return log_prob - log_density, jnp.sum(points[n_features] * log_density)
+
+    def one_device(chunks):
+        log_resp, log_density = lax.map(one_chunk, chunks)
+        return jnp.sum(log_density), log_resp
+
+    log_likelihood, log_resp = sum_over_devices(one_device, mesh, x)
+    return log_resp, log_likelihood
+
+
+def _label_statistics(key, log_resp, x, covariance_type, mesh=None):
+    """z | theta, and the statistics of the labels drawn."""
+    if mesh is None:
+        n_components = log_resp.shape[-1]
+        labels = jax.random.categorical(key, log_resp, axis=-1)
+        one_hot = jax.nn.one_hot(labels, n_components, dtype=x.dtype)
+        return statistics(x, one_hot, covariance_type)
+    # The Gumbel-max draw that jax.random.categorical makes, with the noise of the padded
+    # (rows, K) array laid out like the points: JAX's partitionable PRNG gives its first N
+    # rows the values of the one-device draw, so the labels (and the chains) agree.
+    n_devices, n_chunks, n_components, chunk = log_resp.shape
+    noise = jax.random.gumbel(key, (n_devices * n_chunks * chunk, n_components), x.dtype)
+    labels = jnp.argmax(log_resp + device_chunks(noise, mesh, chunk), axis=2)
+    mask = x[:, :, -1:, :]
+    one_hot = jnp.swapaxes(jax.nn.one_hot(labels, n_components, dtype=x.dtype), 2, 3) * mask
+    return _statistics_from_responsibilities(x, one_hot, covariance_type, mesh)
+
+
+def _start_state(x, params, covariance_type, mesh=None):
     n_components = params.weights.shape[0]
-    log_resp, log_density = e_step(x, params, covariance_type)
-    return _ChainState(params, log_resp, jnp.sum(log_density), jnp.zeros(n_components, x.dtype))
+    log_resp, log_likelihood = _e_step(x, params, covariance_type, mesh)
+    return _ChainState(params, log_resp, log_likelihood, jnp.zeros(n_components, x.dtype))
 
 
-def _transition(key, state: _ChainState, x, prior, covariance_type) -> _ChainState:
+def _transition(key, state: _ChainState, x, prior, covariance_type, mesh=None) -> _ChainState:
     """z | theta, then theta | z; then the E-step of the new theta, which both records its
     log likelihood and gives the responsibilities the next transition draws labels from."""
     label_key, theta_key = jax.random.split(key)
-    n_components = state.params.weights.shape[0]
-    labels = jax.random.categorical(label_key, state.log_resp, axis=-1)
-    stats = statistics(x, jax.nn.one_hot(labels, n_components, dtype=x.dtype), covariance_type)
+    stats = _label_statistics(label_key, state.log_resp, x, covariance_type, mesh)
     params = draw_parameters(
         theta_key, conditional_posterior(stats, prior, covariance_type), covariance_type
     )
-    log_resp, log_density = e_step(x, params, covariance_type)
-    return _ChainState(params, log_resp, jnp.sum(log_density), stats.counts)
+    log_resp, log_likelihood = _e_step(x, params, covariance_type, mesh)
+    return _ChainState(params, log_resp, log_likelihood, stats.counts)
 
 
 def _record(state: _ChainState, prior, covariance_type) -> tuple[GMMParams, GibbsInfo]:
@@ -450,6 +504,7 @@ def sample(
     num_chains: int = 4,
     thinning: int = 1,
     init_jitter=0.0,
+    mesh="auto",
 ) -> tuple[GMMParams, GibbsInfo]:
     """Posterior draws by conjugate blocked Gibbs sampling, several chains side by side.
 
@@ -481,6 +536,12 @@ def sample(
     init_jitter : float, default 0.0
         Scale of the per-chain perturbation of the start (:func:`jitter_start`); with 0
         every chain starts at ``init_params`` and the chains differ only by their keys.
+    mesh : "auto", jax.sharding.Mesh or None, default "auto"
+        Devices to split the points over (:mod:`bayes_gmm.sharding`): each draws the
+        labels of its points and sums their statistics, and one all-reduce per transition
+        adds them; theta is drawn on every device alike. "auto" uses every device when
+        there are several, None one device. The draws equal the one-device draws to
+        rounding (the labels are drawn from the same random numbers).
 
     Returns
     -------
@@ -506,23 +567,29 @@ def sample(
     return _sample(
         key, x, _as_dtype(prior, x.dtype), _as_dtype(init_params, x.dtype),
         jnp.asarray(init_jitter, x.dtype), covariance_type,
-        *(int(value) for _, value, _ in settings),
+        *(int(value) for _, value, _ in settings), resolve_mesh(mesh),
     )
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
+@partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))
 def _sample(
     key, x, prior, init_params, init_jitter, covariance_type, num_samples, num_warmup,
-    num_chains, thinning,
+    num_chains, thinning, mesh=None,
 ):
     x, prior, init_params, shift = _centre(x, prior, init_params)
+    if mesh is not None:
+        n_samples, n_features = x.shape
+        n_components = init_params.weights.shape[0]
+        chunk = _chunk_rows(rows_per_device(n_samples, mesh), n_components, n_features, None)
+        mask = jnp.ones((n_samples, 1), x.dtype)
+        x = device_chunks(jnp.concatenate([x, mask], axis=1), mesh, chunk)
 
     total = num_warmup + num_samples * thinning
 
     def transition(carry, step):
         state, kept = carry
         key, t = step
-        state = _transition(key, state, x, prior, covariance_type)
+        state = _transition(key, state, x, prior, covariance_type, mesh)
         # One loop over every transition, writing each kept draw into its slot, so that
         # the transition is compiled once rather than once per loop (warmup, thinning).
         offset = t - num_warmup + 1
@@ -538,7 +605,7 @@ def _sample(
     def chain(key):
         start_key, loop_key = jax.random.split(key)
         start = jitter_start(start_key, init_params, init_jitter, covariance_type)
-        state = _start_state(x, start, covariance_type)
+        state = _start_state(x, start, covariance_type, mesh)
         record = jax.eval_shape(lambda: _record(state, prior, covariance_type))
         kept = jax.tree.map(lambda a: jnp.zeros((num_samples, *a.shape), a.dtype), record)
         steps = (jax.random.split(loop_key, total), jnp.arange(total))

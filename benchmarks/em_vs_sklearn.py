@@ -41,7 +41,9 @@ digits; ours are centred and whitened (see :mod:`bayes_gmm.covariance`).
 
 Every timing is the best of several repetitions, with ours, scikit-learn's and the
 references interleaved so that other load on the machine hits them alike. Results are
-printed and appended to ``benchmarks/results/em_vs_sklearn.csv``.
+printed and appended to ``benchmarks/results/em_vs_sklearn.csv`` with the load average of
+the machine before and after each case (rows from before the load columns existed stay in
+that file; newer ones go to ``em_vs_sklearn_<date>.csv`` beside it).
 
 Run from the repository root::
 
@@ -52,13 +54,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import os
-import platform
-import time
 import warnings
-from pathlib import Path
 
 import jax
 
@@ -68,6 +64,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
+from _common import RESULTS_DIR, append_csv, load, machine, print_table, timed  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -75,7 +72,7 @@ from bayes_gmm import GMMParams, default_prior, fit_map  # noqa: E402
 
 D, K = 10, 10
 SHORT, LONG = 2, 12
-RESULTS = Path(__file__).resolve().parent / "results" / "em_vs_sklearn.csv"
+RESULTS = RESULTS_DIR / "em_vs_sklearn.csv"
 
 
 def make_data(n_samples, seed=0):
@@ -98,12 +95,6 @@ def vanishing_prior(x):
         x, K, mean_precision_prior=1e-12, degrees_of_freedom_prior=D - 1 + 1e-6,
         covariance_prior=1e-12 * np.eye(D),
     )
-
-
-def timed(fn):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
 
 
 def sklearn_model(x, start):
@@ -156,6 +147,7 @@ def compile_seconds(call, repeats=3):
 
 
 def run_case(n_samples, dtype, rounds, chunk_size):
+    load_before = load()
     x64, start = make_data(n_samples)
     x = x64.astype(dtype)
     prior = vanishing_prior(x64)
@@ -221,6 +213,8 @@ def run_case(n_samples, dtype, rounds, chunk_size):
         "sklearn_dtype": np.dtype(sklearn_dtype).name,
         "ours_mean_error": ours_error,
         "sklearn_mean_error": sklearn_error,
+        "load_before": load_before,
+        "load_after": load(),
     }
 
 
@@ -240,49 +234,8 @@ COLUMNS = [
     ("sklearn_dtype", "sklearn dtype", "{}"),
     ("ours_mean_error", "mean err ours", "{:.1e}"),
     ("sklearn_mean_error", "mean err sklearn", "{:.1e}"),
+    ("load_before", "load", "{:.1f}"),
 ]
-
-
-def print_table(rows):
-    cells = [[fmt.format(row[key]) for key, _, fmt in COLUMNS] for row in rows]
-    widths = [max(len(title), *(len(c[i]) for c in cells)) for i, (_, title, _) in
-              enumerate(COLUMNS)]
-    print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
-    for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
-
-
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cpu = cpu or "unknown CPU"
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs"
-
-
-def append_csv(rows, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
-        "jax": jax.__version__,
-        "sklearn": sklearn.__version__,
-        "numpy": np.__version__,
-        "D": D,
-        "K": K,
-    }
-    fields = list(stamp) + list(rows[0])
-    new_file = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new_file:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({**stamp, **{k: (f"{v:.4g}" if isinstance(v, float) else v)
-                                         for k, v in row.items()}})
 
 
 def main():
@@ -304,12 +257,13 @@ def main():
     for n in sizes:
         for dtype in (np.float32, np.float64):
             rows.append(run_case(int(n), dtype, rounds, args.chunk_size))
-            print_table(rows[-1:])
+            print_table(rows[-1:], COLUMNS)
     print()
-    print_table(rows)
+    print_table(rows, COLUMNS)
     if not args.no_csv:
-        append_csv(rows, RESULTS)
-        print(f"appended to {RESULTS}")
+        path = append_csv(rows, RESULTS, jax=jax.__version__, sklearn=sklearn.__version__,
+                          numpy=np.__version__, D=D, K=K)
+        print(f"appended to {path}")
 
 
 if __name__ == "__main__":
