@@ -12,6 +12,8 @@ from bayes_gmm.em import EMInfo, GMMParams, e_step, fit_map, log_posterior, m_st
 from bayes_gmm.estimator import BayesianGMM
 from bayes_gmm.exceptions import ConvergenceWarning, NotFittedError
 from bayes_gmm.priors import GMMPrior, default_prior
+from bayes_gmm.selection import OccupiedComponents, occupied_components, select_k
+from bayes_gmm.sensitivity import power_scaling_sensitivity, prior_sweep
 
 try:
     __version__ = version("bayes_gmm")
@@ -31,4 +33,9 @@ __all__ = [
     "fit_map",
     "log_posterior",
     "m_step",
+    "OccupiedComponents",
+    "occupied_components",
+    "select_k",
+    "power_scaling_sensitivity",
+    "prior_sweep",
 ]

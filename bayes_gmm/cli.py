@@ -4,10 +4,16 @@
 
     bayes-gmm run configs/em_walkthrough.toml [--output-dir DIR] [--overwrite] [--quiet]
     bayes-gmm run configs/old_faithful.toml       (MAP, then the posterior by NUTS)
+    bayes-gmm run configs/prior_sensitivity.toml  (MAP, posterior, then a prior sweep)
+    bayes-gmm run configs/choosing_k.toml         (MAP, then every criterion for K)
 
 This module only parses arguments, calls :func:`bayes_gmm.experiment.run_experiment`,
 prints a short summary (with a ``[posterior]`` section also its headline: method, chains
-x draws, time, R-hat, ESS, divergences and where the MAP sits in the posterior), and
+x draws, time, R-hat, ESS, divergences and where the MAP sits in the posterior; with a
+``[sensitivity]`` section the sweep's size, time and range of effective components, and
+the count of prior- and likelihood-sensitive parameters; with a ``[selection]`` section
+the K each criterion prefers and the posterior mode of the number of occupied
+components), and
 turns expected failures into one line on stderr (no traceback) and an exit status:
 
 - 0: success;
@@ -72,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Fit the model a config describes and write <output_dir>/<name>/: "
         "map.json, EM iteration figures and the log-posterior trace; with a [posterior] "
         "section also posterior.nc, comparison.csv, diagnostics.csv, posterior.json and "
-        "the posterior figures.",
+        "the posterior figures; with a [sensitivity] section also sweep.nc, sweep.csv, "
+        "sweep.png, effective_components.png, sensitivity.json and (with [posterior]) "
+        "power_scaling.csv; with a [selection] section also selection.csv, "
+        "selection.png, selection.json and (with [selection.occupied]) "
+        "occupied_components.csv and occupied_components.png.",
     )
     run.add_argument("config", metavar="CONFIG", help="experiment config (TOML)")
     run.add_argument("--output-dir", metavar="DIR",
@@ -149,10 +159,18 @@ def summary(result) -> str:
         lines.append(f"  warning        {' '.join(message.split())}")
     for method, posterior in result.posterior.items():
         lines += _posterior_lines(method, posterior.summary)
+    if getattr(result, "sensitivity", None) is not None:
+        lines += _sensitivity_lines(result.sensitivity)
+    if getattr(result, "selection", None) is not None:
+        lines += _selection_lines(result.selection)
     n_figures = sum(name.startswith("iterations/") for name in result.files)
     extra = f", {n_figures} iteration figures" if n_figures else ""
     if result.posterior:
         extra += ", posterior.nc, comparison.csv, diagnostics.csv"
+    if getattr(result, "sensitivity", None) is not None:
+        extra += ", sweep.nc, sweep.csv"
+    if getattr(result, "selection", None) is not None:
+        extra += ", selection.csv"
     lines.append(f"  results        {result.path}/ (map.json{extra}; "
                  f"{len(result.files)} files)")
     return "\n".join(lines)
@@ -187,6 +205,57 @@ def _posterior_lines(method, summary) -> list[str]:
     )
     for note in summary["notes"] + summary["warnings"]:
         lines.append(f"    note         {' '.join(note.split())}")
+    return lines
+
+
+def _sensitivity_lines(result) -> list[str]:
+    """The headline of a prior sweep (and of power scaling), as in sensitivity.json."""
+    summary = result.summary
+    grid = summary["grid"]
+    combine = summary["settings"]["combine"]
+    sizes = f" {'x' if combine == 'cross' else 'zip'} ".join(
+        f"{name} {len(values)}" for name, values in grid.items())
+    effective = summary["n_effective_components"]
+    threshold = summary["settings"]["weight_threshold"]
+    lines = [
+        f"  prior sweep    {summary['n_points']} MAP fits ({sizes}) in "
+        f"{result.sweep_time_s:.1f} s; {summary['converged_points']} converged",
+        f"    effective    {effective['min']} to {effective['max']} components (weight > "
+        f"{threshold:g}); points with each: "
+        + ", ".join(f"{k}: {n}" for k, n in effective["points_with"].items()),
+    ]
+    power = summary["power_scaling"]
+    if power is not None:
+        lines.append(
+            f"    power scaling  {power['method']}: {len(power['prior_sensitive'])} of "
+            f"{power['n_parameters']} parameters prior-sensitive, "
+            f"{len(power['likelihood_sensitive'])} likelihood-sensitive (psense >= "
+            f"{power['threshold']:g}); max prior {_number(power['max_prior'])}"
+        )
+    return lines
+
+
+def _selection_lines(result) -> list[str]:
+    """The headline of [selection], as in selection.json."""
+    summary = result.summary
+    ks = summary["ks"]
+    span = f"K = {ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) else (
+        "K in " + ", ".join(map(str, ks)))
+    lines = [
+        f"  choosing K     {span} in {result.time_s:.1f} s; best K: "
+        + ", ".join(f"{criterion} {k}" for criterion, k in summary["best"].items()),
+    ]
+    occupied = summary["occupied"]
+    if occupied is not None:
+        shown = ", ".join(f"{n}: {p:.2f}" for n, p in occupied["probabilities"].items()
+                          if p >= 0.005)
+        lines.append(
+            f"    occupied     mode {occupied['mode']} (mean {occupied['mean']:.2f}) of "
+            f"k_max = {occupied['k_max']}, e0 = {occupied['weight_concentration_prior']:g}; "
+            f"P: {shown}; chain modes {occupied['chain_modes']}"
+        )
+    for message in summary["warnings"]:
+        lines.append(f"    note         {message}")
     return lines
 
 

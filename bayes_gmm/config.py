@@ -24,6 +24,8 @@ dataclass and one entry of :data:`DATA_KINDS`)::
     source = "synthetic"             # or "builtin" (name = ...) or "csv" (path = ...)
     generator = "two_gaussians"      # or "mixture" (weights, means, covariances)
     n_samples = 200
+    # builtin and csv: subsample = 20 keeps 20 rows drawn without replacement (seed = ...
+    # seeds the draw; by default the experiment's seed)
 
     [model]                          # BayesianGMM's arguments
     n_components = 2
@@ -38,9 +40,50 @@ dataclass and one entry of :data:`DATA_KINDS`)::
     num_chains = 4
     num_warmup = 500
     num_samples = 1000
+    compare_methods = ["gibbs", "laplace"]  # optional: more methods on the same MAP
+
+With several methods (``method`` and ``compare_methods``), the main method's files keep
+the single-method names (``posterior.nc``, ``comparison.csv``, ``diagnostics.csv``,
+``map_vs_posterior.png``, ``trace*.png``), each compared method writes the same files
+with its name as a suffix (``posterior_gibbs.nc``, ``comparison_gibbs.csv``, ...),
+``posterior.json`` holds one entry per method under ``methods`` and ``forest.png``
+draws them all side by side.
 
     [output]
     iteration_figures = true
+
+    [sensitivity]                    # optional; left out: no prior sweep
+    combine = "cross"                # or "zip"
+    weight_threshold = 0.01          # a component is effective above this weight
+    [sensitivity.grid]               # keys: bayes_gmm.sensitivity.HYPERPARAMETERS
+    weight_concentration_prior = { geomspace = [0.001, 10.0, 16] }  # or linspace
+    mean_precision_prior = [0.01, 0.1, 1.0]                         # or the values
+
+With ``[sensitivity]`` the MAP is refitted over the grid
+(:func:`bayes_gmm.sensitivity.prior_sweep`), and with ``[posterior]`` as well the
+posterior's power-scaling sensitivity is tabulated (``power_scaling = false`` turns that
+off).
+
+::
+
+    [selection]                      # optional; left out: no choosing K
+    ks = [1, 2, 3, 4, 5, 6]          # or an integer k: 1..k
+    criteria = ["bic", "icl", "aic", "heldout", "loo"]
+    validation_fraction = 0.25       # "heldout": share of the points held out
+    posterior = "gibbs"              # "loo": the sampler, one posterior per K
+    num_chains = 4
+    num_warmup = 500
+    num_samples = 1000
+    [selection.occupied]             # optional: a sparse overfitted mixture
+    k_max = 10
+    weight_concentration_prior = 0.01
+    num_chains = 4
+    num_warmup = 1000
+    num_samples = 2000
+
+With ``[selection]`` every criterion is computed for every K
+(:func:`bayes_gmm.selection.select_k`) with ``[model]``'s EM settings and ``[prior]``'s
+overrides; ``[model] n_components`` remains the K of the main MAP fit.
 """
 
 from __future__ import annotations
@@ -159,28 +202,63 @@ class MixtureData:
 @dataclass(frozen=True)
 class BuiltinData:
     """A data set shipped with the package (:mod:`bayes_gmm.datasets`), as its function
-    returns it by default (galaxy velocities in km/s)."""
+    returns it by default (galaxy velocities in km/s; ``thousands = true`` divides them by
+    1000, the units of the mixture literature).
+
+    ``subsample = n`` keeps ``n`` rows drawn without replacement (in their original order)
+    by :func:`bayes_gmm.experiment.subsample_rows` from ``seed`` (by default the
+    experiment's seed): the same data with fewer points, to see what the posterior does
+    when data are few.
+    """
 
     name: Literal["old_faithful", "galaxy_velocities"]
     source: Literal["builtin"] = "builtin"
     columns: tuple[str, ...] | None = None  # None: every column
+    subsample: int | None = _minimum(1, default=None)  # None: every row
+    seed: int | None = _minimum(0, default=None)  # of the subsample; None: the experiment's
+    # galaxy_velocities only: in 1000 km/s (column velocity_1000_km_s), the literature's units
+    thousands: bool = False
 
     @property
     def n_features(self) -> int | None:
         return len(self.columns) if self.columns else BUILTIN_N_FEATURES[self.name]
 
+    def _check(self, where: _Where) -> None:
+        _check_subsample(self, where)
+        if self.thousands and self.name != "galaxy_velocities":
+            where.fail(
+                "thousands", 'thousands = true only with name = "galaxy_velocities" (it '
+                "divides the velocities by 1000)", f"true with name = {self.name!r}",
+                "Remove thousands.",
+            )
+
 
 @dataclass(frozen=True)
 class CsvData:
-    """A CSV file with a header row; ``path`` is relative to the config file."""
+    """A CSV file with a header row; ``path`` is relative to the config file.
+    ``subsample`` and ``seed`` as for :class:`BuiltinData`."""
 
     path: Path
     source: Literal["csv"] = "csv"
     columns: tuple[str, ...] | None = None  # None: every column
+    subsample: int | None = _minimum(1, default=None)  # None: every row
+    seed: int | None = _minimum(0, default=None)  # of the subsample; None: the experiment's
 
     @property
     def n_features(self) -> int | None:
         return len(self.columns) if self.columns else None
+
+    def _check(self, where: _Where) -> None:
+        _check_subsample(self, where)
+
+
+def _check_subsample(spec: BuiltinData | CsvData, where: _Where) -> None:
+    """``seed`` of [data] only seeds a subsample: alone it would silently do nothing."""
+    if spec.seed is not None and spec.subsample is None:
+        where.fail(
+            "seed", "no seed without subsample (it seeds the choice of rows)",
+            _shown(spec.seed), "Add e.g. subsample = 20, or remove seed.",
+        )
 
 
 DataConfig = TwoGaussiansData | MixtureData | BuiltinData | CsvData
@@ -309,6 +387,255 @@ class OutputConfig:
             )
 
 
+# --------------------------------------------------------------------------------------
+# [sensitivity]: a prior sweep after the MAP fit (bayes_gmm.sensitivity.prior_sweep)
+
+# The spellings of one grid axis; a bare list stands for `values`.
+GRID_SPACINGS = ("values", "geomspace", "linspace")
+
+
+@dataclass(frozen=True)
+class GridAxis:
+    """The values of one swept hyperparameter, in one of three spellings::
+
+        mean_precision_prior = [0.01, 0.1, 1.0]                    # the values themselves
+        weight_concentration_prior = { geomspace = [0.001, 10.0, 16] }  # numpy.geomspace
+        degrees_of_freedom_prior = { linspace = [3.0, 30.0, 10] }       # numpy.linspace
+
+    ``geomspace`` and ``linspace`` are ``[start, stop, num]`` as NumPy spells them (both
+    ends included). Whether the values are admissible for the data (> 0, degrees of
+    freedom > n_features - 1) is checked after the data are loaded, by
+    :func:`bayes_gmm.sensitivity.check_grid`.
+    """
+
+    # A bare value of the key (not a table) is read as {SHORTHAND: value}.
+    SHORTHAND: typing.ClassVar[str] = "values"
+    SHORTHAND_EXPECTED: typing.ClassVar[str] = (
+        "a list of numbers, or a table { geomspace = [start, stop, num] } or "
+        "{ linspace = [start, stop, num] }"
+    )
+    SHORTHAND_EXAMPLE: typing.ClassVar[str] = (
+        "[0.01, 0.1, 1.0] or { geomspace = [0.001, 10.0, 16] }"
+    )
+
+    values: Vector | None = None
+    geomspace: Vector | None = None
+    linspace: Vector | None = None
+
+    def as_array(self):
+        """The values as a float64 NumPy array (in the order written)."""
+        import numpy as np
+
+        if self.values is not None:
+            return np.asarray(self.values, dtype=np.float64)
+        spacing = np.geomspace if self.geomspace is not None else np.linspace
+        start, stop, num = self.geomspace if self.geomspace is not None else self.linspace
+        return spacing(start, stop, int(num)).astype(np.float64)
+
+    def __len__(self) -> int:
+        if self.values is not None:
+            return len(self.values)
+        return int((self.geomspace or self.linspace)[2])
+
+    def _check(self, where: _Where) -> None:
+        given = [name for name in GRID_SPACINGS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                f"{where.prefix}: expected exactly one of {', '.join(GRID_SPACINGS)}; got "
+                f"{', '.join(given) if given else 'none'} (in {where.source}). Write e.g. "
+                f"{where.prefix.rsplit('.', 1)[-1]} = {self.SHORTHAND_EXAMPLE}.",
+                key=where.prefix, source=where.source,
+            )
+        spacing = given[0]
+        if spacing == "values":
+            return
+        start, stop, num = (getattr(self, spacing) + (None, None, None))[:3]
+        fix = f"Write e.g. {spacing} = [0.001, 10.0, 16] (start, stop, number of values)."
+        if len(getattr(self, spacing)) != 3:
+            where.fail(spacing, "three numbers [start, stop, num]",
+                       _shown(getattr(self, spacing)), fix)
+        if not (float(num).is_integer() and num >= 1):
+            where.fail(spacing, "a whole number of values >= 1 as the third number",
+                       _shown(getattr(self, spacing)), fix)
+        if spacing == "geomspace" and not (start > 0 and stop > 0):
+            where.fail(spacing, "positive start and stop (a geometric grid)",
+                       _shown(getattr(self, spacing)), fix)
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """``[sensitivity.grid]``: one key per swept hyperparameter (the names of
+    :data:`bayes_gmm.sensitivity.HYPERPARAMETERS`), each a :class:`GridAxis`."""
+
+    weight_concentration_prior: GridAxis | None = None
+    mean_precision_prior: GridAxis | None = None
+    degrees_of_freedom_prior: GridAxis | None = None
+    covariance_prior_scale: GridAxis | None = None
+
+    def axes(self) -> dict:
+        """{hyperparameter: GridAxis} of the keys given, in the order of the fields."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+    def arrays(self) -> dict:
+        """{hyperparameter: float64 array} of the keys given."""
+        return {name: axis.as_array() for name, axis in self.axes().items()}
+
+    def _check(self, where: _Where) -> None:
+        if not self.axes():
+            names = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ConfigError(
+                f"{where.prefix}: expected at least one hyperparameter to sweep, among "
+                f"{names}; got none (in {where.source}). Add e.g. "
+                "weight_concentration_prior = { geomspace = [0.001, 10.0, 16] }.",
+                key=where.prefix, source=where.source,
+            )
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    """A prior sweep after the MAP fit (:func:`bayes_gmm.sensitivity.prior_sweep`) and,
+    with a ``[posterior]`` section, power-scaling sensitivity of the posterior
+    (:func:`bayes_gmm.sensitivity.power_scaling_sensitivity`). Left out: neither.
+
+    ``combine = "cross"`` fits every combination of the grid's values; ``"zip"`` the i-th
+    values together (equal lengths). ``start = "map"`` starts every fit of the grid at
+    the config's MAP estimate (so differences come from the prior alone); the other
+    values seed anew as ``[model] init_params`` does. EM settings (``max_iter``, ``tol``,
+    ``chunk_size``) are those of ``[model]``.
+    """
+
+    grid: SweepGrid
+    combine: Literal["cross", "zip"] = "cross"
+    weight_threshold: float = _minimum(0.0, default=0.01)  # effective: weight above this
+    start: Literal["map", "k-means++", "random", "random_from_data"] = "map"
+    power_scaling: bool = True  # with [posterior]: power_scaling.csv
+
+    @property
+    def n_points(self) -> int:
+        sizes = [len(axis) for axis in self.grid.axes().values()]
+        return math.prod(sizes) if self.combine == "cross" else sizes[0]
+
+    def _check(self, where: _Where) -> None:
+        if self.weight_threshold >= 1:
+            where.fail("weight_threshold", "a weight in [0, 1)",
+                       _shown(self.weight_threshold), "Write e.g. weight_threshold = 0.01.")
+        if self.combine == "zip":
+            lengths = {name: len(axis) for name, axis in self.grid.axes().items()}
+            if len(set(lengths.values())) > 1:
+                where.fail(
+                    "combine", "grid keys of equal length with combine = \"zip\" (the "
+                    "i-th values form point i)", f"\"zip\" with lengths {lengths}",
+                    "Make the lengths equal, or write combine = \"cross\" for every "
+                    "combination.",
+                )
+
+
+def _check_sensitivity(config: ExperimentConfig, where: _Where) -> None:
+    """Power scaling reads the pointwise log likelihood of the posterior draws."""
+    spec, posterior = config.sensitivity, config.posterior
+    if spec is None or posterior is None or not spec.power_scaling:
+        return
+    if not posterior.log_likelihood:
+        where.inside("sensitivity").fail(
+            "power_scaling", "power_scaling = false when [posterior] has log_likelihood "
+            "= false (power scaling needs the pointwise log likelihood)", "true",
+            "Set log_likelihood = true under [posterior], or power_scaling = false.",
+        )
+
+
+# --------------------------------------------------------------------------------------
+# [selection]: choosing K (bayes_gmm.selection.select_k, occupied_components)
+
+# bayes_gmm.selection.CRITERIA, spelled out so that reading a config imports no JAX.
+SELECTION_CRITERIA = ("bic", "icl", "aic", "heldout", "loo")
+
+
+@dataclass(frozen=True)
+class OccupiedConfig:
+    """``[selection.occupied]``: a sparse overfitted mixture with ``k_max`` components and
+    a Dirichlet concentration ``weight_concentration_prior`` (e0, well below 1) on its
+    weights, sampled by the conjugate Gibbs sampler; the posterior of the number of
+    occupied components (:func:`bayes_gmm.selection.occupied_components`). The other
+    hyperparameters are ``[prior]``'s (the defaults built for ``k_max`` components)."""
+
+    k_max: int = _minimum(2, default=10)
+    weight_concentration_prior: float = 0.01
+    num_chains: int = _minimum(1, default=4)
+    num_warmup: int = _minimum(0, default=1000)
+    num_samples: int = _minimum(1, default=2000)
+    thinning: int = _minimum(1, default=1)
+
+    def _check(self, where: _Where) -> None:
+        if not self.weight_concentration_prior > 0:
+            where.fail("weight_concentration_prior", "a number > 0 (well below 1, e.g. 0.01, "
+                       "for a sparse mixture)", _shown(self.weight_concentration_prior),
+                       "Write e.g. weight_concentration_prior = 0.01.")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """``[selection]``: every criterion for choosing K on the config's data
+    (:func:`bayes_gmm.selection.select_k`), and with ``[selection.occupied]`` the
+    posterior of the number of occupied components of a sparse overfitted mixture.
+
+    ``ks`` is a list of K, or an integer k for 1..k. ``posterior``, ``num_chains``,
+    ``num_warmup`` and ``num_samples`` are the sampler of ``"loo"`` (one posterior per K).
+    The EM settings (``covariance_type``, ``n_init``, ``max_iter``, ``tol``) are
+    ``[model]``'s and the prior overrides ``[prior]``'s, the same for every K (so
+    ``weight_concentration_prior`` must be one number). ``[model] n_components`` stays the
+    K of the main MAP fit (``map.json`` and its figures): the K to look at in detail.
+    Whether the Ks fit the data (at most N points, or N minus the validation points with
+    ``"heldout"``) is checked once the data are loaded, before any fit.
+    """
+
+    ks: int | tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    criteria: tuple[str, ...] = SELECTION_CRITERIA
+    validation_fraction: float = 0.25  # share held out for "heldout"
+    posterior: PosteriorMethod = "gibbs"  # sampler of "loo"
+    num_chains: int = _minimum(1, default=4)
+    num_warmup: int = _minimum(0, default=500)
+    num_samples: int = _minimum(1, default=1000)
+    occupied: OccupiedConfig | None = None  # None: no sparse overfitted mixture
+
+    @property
+    def k_values(self) -> list[int]:
+        """The Ks, ascending, without duplicates."""
+        ks = range(1, self.ks + 1) if isinstance(self.ks, int) else self.ks
+        return sorted(set(ks))
+
+    def _check(self, where: _Where) -> None:
+        ks = (self.ks,) if isinstance(self.ks, int) else self.ks
+        if min(ks) < 1:
+            where.fail("ks", "numbers of components >= 1 (a list, or an integer k for "
+                       "1..k)", _shown(self.ks), "Write e.g. ks = [1, 2, 3, 4, 5, 6].")
+        for criterion in self.criteria:
+            if criterion not in SELECTION_CRITERIA:
+                close = difflib.get_close_matches(criterion, SELECTION_CRITERIA, n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                where.fail("criteria", "a list of criteria among "
+                           + ", ".join(map(repr, SELECTION_CRITERIA)), _shown(self.criteria),
+                           f"{hint}Remove {criterion!r} or fix its name.")
+        if len(set(self.criteria)) != len(self.criteria):
+            where.fail("criteria", "each criterion once", _shown(self.criteria),
+                       "Remove the repeated names.")
+        if not 0 < self.validation_fraction < 1:
+            where.fail("validation_fraction", "a share of the points strictly between 0 "
+                       "and 1", _shown(self.validation_fraction),
+                       "Write e.g. validation_fraction = 0.25.")
+
+
+def _check_selection(config: ExperimentConfig, where: _Where) -> None:
+    """select_k takes one Dirichlet concentration for every K (K changes)."""
+    if config.selection is not None and isinstance(
+            config.prior.weight_concentration_prior, tuple):
+        where.inside("prior").fail(
+            "weight_concentration_prior", "one number with a [selection] section (the "
+            "same for every K)", _shown(config.prior.weight_concentration_prior),
+            "Write e.g. weight_concentration_prior = 1.0, or leave it out.",
+        )
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment: the whole config file."""
@@ -321,6 +648,8 @@ class ExperimentConfig:
     prior: PriorConfig = PriorConfig()
     posterior: PosteriorConfig | None = None  # None: the MAP only
     output: OutputConfig = OutputConfig()
+    sensitivity: SensitivityConfig | None = None  # None: no prior sweep
+    selection: SelectionConfig | None = None  # None: no choosing K
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (lists for tuples, strings for paths)."""
@@ -335,6 +664,8 @@ class ExperimentConfig:
         if self.seed >= 2**32:
             where.fail("seed", "an integer in [0, 2**32)", str(self.seed), "Use a smaller seed.")
         _check_prior_shapes(self, where)
+        _check_sensitivity(self, where)
+        _check_selection(self, where)
         d = self.data.n_features
         if d is not None and d >= 2 and max(self.output.features) >= d:
             where.inside("output").fail(
@@ -523,6 +854,14 @@ def _build(cls, table: dict, where: _Where):
 def _convert(value, hint, name: str, where: _Where, example: str):
     """``value`` as type ``hint``, or a ConfigError naming ``where.key(name)``."""
     if _is_section(hint):
+        section = _section_class(hint)
+        shorthand = getattr(section, "SHORTHAND", None)
+        if shorthand is not None and not isinstance(value, dict):
+            # A section with a shorthand (GridAxis) may be written as a bare list.
+            if not isinstance(value, list):
+                where.fail(name, section.SHORTHAND_EXPECTED, _shown(value),
+                           f"Write e.g. {name} = {section.SHORTHAND_EXAMPLE}.")
+            value = {shorthand: value}
         if not isinstance(value, dict):
             where.fail(
                 name, "a table", _shown(value),
@@ -702,11 +1041,16 @@ __all__ = [
     "CsvData",
     "DataConfig",
     "ExperimentConfig",
+    "GridAxis",
     "MixtureData",
     "ModelConfig",
+    "OccupiedConfig",
     "OutputConfig",
     "PosteriorConfig",
     "PriorConfig",
+    "SelectionConfig",
+    "SensitivityConfig",
+    "SweepGrid",
     "TwoGaussiansData",
     "load_config",
     "parse_config",

@@ -6,7 +6,9 @@ plots) and never prints. :func:`run_experiment` returns an :class:`ExperimentRes
 CLI summarises.
 
 The results folder ``<output_dir>/<name>/`` holds ``map.json`` (the estimate, the prior,
-the seed, the config and the software and device it ran on), the EM iteration figures
+the seed, the config and the software and device it ran on), ``run.json`` (when it ran
+and how long sampling took: kept apart so that ``map.json`` and the posterior files are
+bit-identical for the same config, seed, versions and device), the EM iteration figures
 and the log-posterior trace. With a ``[posterior]`` section the posterior is sampled
 from the MAP after the fit (:meth:`bayes_gmm.BayesianGMM.sample_posterior`) and the
 folder also holds ``posterior.nc`` (the draws as an ArviZ 1.x DataTree),
@@ -14,8 +16,18 @@ folder also holds ``posterior.nc`` (the draws as an ArviZ 1.x DataTree),
 ``diagnostics.csv`` (R-hat, ESS, divergences, time), ``posterior.json`` (the settings
 and headline diagnostics) and the figures of :mod:`bayes_gmm.plots` (MAP and posterior
 ellipses, a forest plot, trace plots); each method of ``compare_methods`` writes the
-same files with its name as a suffix. Everything is computed before the first file is
-written. The folder is never half-written and never silently replaced:
+same files with its name as a suffix. With a ``[sensitivity]`` section the MAP is also
+refitted over a grid of hyperparameters (:func:`bayes_gmm.sensitivity.prior_sweep`, every
+fit started at the MAP by default): ``sweep.nc`` (the Dataset), ``sweep.csv`` (one row per
+grid point and component), ``sweep.png``, ``effective_components.png`` (when the weights'
+concentration is swept), ``sensitivity.json`` (settings and headline) and, with a posterior,
+``power_scaling.csv`` (:func:`bayes_gmm.sensitivity.power_scaling_sensitivity` of the main
+method's draws). With a ``[selection]`` section every criterion for choosing K is
+computed (:func:`bayes_gmm.selection.select_k`): ``selection.csv`` (one row per K),
+``selection.png``, ``selection.json`` (settings, the best K per criterion) and, with
+``[selection.occupied]``, ``occupied_components.csv`` and ``occupied_components.png``
+(:func:`bayes_gmm.selection.occupied_components`). Everything is computed before the
+first file is written. The folder is never half-written and never silently replaced:
 
 - an existing folder is kept unless ``overwrite=True``;
 - every file is written under a temporary name and renamed (:func:`os.replace`), and the
@@ -30,6 +42,7 @@ written. The folder is never half-written and never silently replaced:
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -82,6 +95,7 @@ class Dataset:
     columns: tuple[str, ...]  # (D,) feature names
     labels: np.ndarray | None  # (N,) true components of synthetic data, else None
     description: str  # for people: "synthetic two_gaussians (seed 14)"
+    rows: np.ndarray | None = None  # (N,) rows of the source kept by data.subsample, else None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -113,10 +127,17 @@ class ExperimentResult:
     warnings: tuple[str, ...]  # messages of warnings raised by the fit
     posterior: dict = field(default_factory=dict)  # method -> PosteriorResult, main first
     posterior_record: dict | None = None  # the contents of posterior.json
+    sensitivity: SensitivityResult | None = None  # with [sensitivity]: the prior sweep
+    selection: SelectionResult | None = None  # with [selection]: choosing K
 
 
 def load_data(config: ExperimentConfig) -> Dataset:
     """The data a config asks for.
+
+    With ``[data] subsample = n`` (built-in and CSV data), ``n`` rows chosen by
+    :func:`subsample_rows` from the data's ``seed`` (by default the experiment's); their
+    positions in the full data are ``Dataset.rows`` and ``map.json``'s
+    ``data.subsample_rows``.
 
     Raises
     ------
@@ -138,18 +159,51 @@ def load_data(config: ExperimentConfig) -> Dataset:
             columns = tuple(f"x{j}" for j in range(x.shape[1]))
             return Dataset(x, columns, labels, f"synthetic {spec.generator} (seed {seed})")
         if isinstance(spec, BuiltinData):
-            frame = datasets.select_columns(datasets.load_builtin(spec.name), spec.columns,
-                                            spec.name)
-            description = f"built-in {spec.name}"
+            raw = (datasets.galaxy_velocities(thousands=True) if spec.thousands
+                   else datasets.load_builtin(spec.name))
+            frame = datasets.select_columns(raw, spec.columns, spec.name)
+            description = f"built-in {spec.name}" + (" (1000 km/s)" if spec.thousands else "")
         elif isinstance(spec, CsvData):
             frame = datasets.load_csv(spec.path, spec.columns)
             description = f"CSV {spec.path}"
         else:  # a bug: a new kind of [data] in config.py needs a branch here
             raise NotImplementedError(f"no loader for {type(spec).__name__}")
+        rows = None
+        if spec.subsample is not None:
+            seed = config.seed if spec.seed is None else spec.seed
+            rows = subsample_rows(len(frame), spec.subsample, seed)
+            description += f", {spec.subsample} of {len(frame)} rows (seed {seed})"
+            frame = frame.iloc[rows]
     except (FileNotFoundError, ValueError, TypeError) as err:
         raise type(err)(f"data: {err}") from None
     return Dataset(frame.to_numpy(np.float64), tuple(map(str, frame.columns)), None,
-                   description)
+                   description, rows)
+
+
+def subsample_rows(n_rows: int, n_kept: int, seed: int) -> np.ndarray:
+    """Which rows ``[data] subsample`` keeps: ``n_kept`` of ``n_rows`` without replacement.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows of the data.
+    n_kept : int
+        Rows to keep, at most ``n_rows``.
+    seed : int
+        Seed of ``numpy.random.default_rng``; the same seed keeps the same rows.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_kept,)
+        Row positions in increasing order (the kept rows stay in the data's order).
+    """
+    if n_kept > n_rows:
+        raise ValueError(
+            f"subsample = {n_kept} is more rows than the data have ({n_rows}); ask for "
+            f"at most {n_rows}, or leave subsample out to use every row."
+        )
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=n_kept, replace=False)).astype(np.int64)
 
 
 def fit(config: ExperimentConfig, data: Dataset) -> tuple[BayesianGMM, tuple[str, ...]]:
@@ -242,7 +296,8 @@ def run_experiment(
     FileExistsError
         The results folder exists and ``overwrite`` is False (checked before fitting).
     ConfigError
-        ``output.features`` names a column the data do not have (checked before fitting).
+        ``output.features`` names a column the data do not have, or a value of
+        ``sensitivity.grid`` the data do not admit (both checked before fitting).
     FileNotFoundError, ValueError, TypeError
         Data that cannot be loaded (see :func:`load_data`) or fitted (from the
         estimator), or a non-finite value that would go into ``map.json``.
@@ -256,10 +311,23 @@ def run_experiment(
 
     data = load_data(config)
     _check_features(config, data)
+    grid = None if config.sensitivity is None else sensitivity_grid(config, data)
+    if config.selection is not None:
+        check_selection(config, data)
     gmm, messages = fit(config, data)
     posterior = {} if config.posterior is None else sample(config, data, gmm, progress)
+    swept = None if grid is None else run_sensitivity(config, data, gmm, grid, posterior)
     iterations = _figure_iterations(gmm.n_iter_, config.output.max_iteration_figures)
     names = _file_names(config, iterations, config_path is not None)
+    if swept is not None:
+        names["sensitivity"] = _sensitivity_file_names(config)
+        names["all"] += names["sensitivity"]["all"]
+        _check_finite(swept.summary, "sensitivity.json")
+    chosen = None if config.selection is None else run_selection(config, data)
+    if chosen is not None:
+        names["selection"] = _selection_file_names(config)
+        names["all"] += names["selection"]["all"]
+        _check_finite(chosen.summary, "selection.json")
     record = _record(config, config_path, data, gmm, messages, names)
     _check_finite(record)
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
@@ -277,8 +345,14 @@ def run_experiment(
         if posterior:
             _write_posterior(staging, config, data, gmm, posterior, names)
             _atomic_write(staging / "posterior.json", posterior_text.encode("utf-8"))
+        if swept is not None:
+            _write_sensitivity(staging, config, swept, names["sensitivity"])
+        if chosen is not None:
+            _write_selection(staging, config, chosen, names["selection"])
         if config_path is not None:
             _atomic_write(staging / "config.toml", Path(config_path).read_bytes())
+        _atomic_write(staging / "run.json", _run_record(
+            posterior, None if swept is None else swept.sweep_time_s))
         # map.json last: inside the staging folder too, its presence means "complete".
         _atomic_write(staging / "map.json", text.encode("utf-8"))
         _move_into_place(staging, final, overwrite)
@@ -287,7 +361,375 @@ def run_experiment(
         raise
     files = tuple(sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file()))
     return ExperimentResult(config, data, gmm, final, files, record, messages, posterior,
-                            posterior_record)
+                            posterior_record, sensitivity=swept, selection=chosen)
+
+
+# --------------------------------------------------------------------------------------
+# Prior sensitivity ([sensitivity]): the sweep, power scaling, their files
+
+# Per-point scalars of a sweep, repeated on each component's row of sweep.csv.
+SWEEP_SCALARS = ("log_posterior", "log_likelihood", "n_effective_components", "converged",
+                 "n_iter")
+
+
+@dataclass(frozen=True)
+class SensitivityResult:
+    """A prior sweep and, with a posterior, its power-scaling sensitivity."""
+
+    sweep: object  # xarray.Dataset of bayes_gmm.sensitivity.prior_sweep
+    table: pd.DataFrame  # sweep.csv: one row per grid point and component
+    power_scaling: pd.DataFrame | None  # power_scaling.csv (main posterior method), or None
+    summary: dict  # the contents of sensitivity.json (JSON-ready, no NaN)
+    sweep_time_s: float  # wall time of the sweep, compilation included (run.json)
+
+
+def sensitivity_grid(config: ExperimentConfig, data: Dataset) -> dict:
+    """The grid of ``[sensitivity]`` as arrays, checked against the data before any fit.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``{hyperparameter: float64 values}`` as :func:`bayes_gmm.sensitivity.check_grid`
+        returns them.
+
+    Raises
+    ------
+    ConfigError
+        A value that is not admissible for these data (e.g. ``degrees_of_freedom_prior``
+        <= n_features - 1, a non-positive ``mean_precision_prior``), naming the key
+        ``sensitivity.grid.<hyperparameter>``.
+    """
+    from bayes_gmm.sensitivity import check_grid
+
+    spec = config.sensitivity
+    arrays = spec.grid.arrays()
+    n_features = data.x.shape[1]
+    for name, values in arrays.items():
+        try:
+            check_grid({name: values}, n_features)
+        except ValueError as err:
+            key = f"sensitivity.grid.{name}"
+            raise ConfigError(f"{key}: {err}", key=key) from None
+    return check_grid(arrays, n_features, spec.combine)
+
+
+def run_sensitivity(config: ExperimentConfig, data: Dataset, gmm: BayesianGMM, grid: dict,
+                posterior: dict) -> SensitivityResult:
+    """Refit the MAP over the grid of ``config.sensitivity`` and, when there is a
+    posterior, tabulate its power-scaling sensitivity.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        With a ``sensitivity`` section.
+    data : Dataset
+    gmm : BayesianGMM
+        The fitted MAP: its prior is the base of the grid, and with ``start = "map"`` its
+        estimate is where every fit of the grid starts.
+    grid : dict
+        From :func:`sensitivity_grid`.
+    posterior : dict of str to PosteriorResult
+        From :func:`sample` (empty without ``[posterior]``); power scaling reads the main
+        method's draws.
+    """
+    import time
+
+    from bayes_gmm.sensitivity import power_scaling_sensitivity, prior_sweep
+
+    spec, model = config.sensitivity, config.model
+    start = spec.start
+    began = time.perf_counter()
+    sweep = prior_sweep(
+        data.frame, gmm.prior_, grid, covariance_type=model.covariance_type,
+        combine=spec.combine, key=config.seed,
+        init_params=gmm.params_ if start == "map" else None,
+        init=model.init_params if start == "map" else start,
+        max_iter=model.max_iter, tol=model.tol, weight_threshold=spec.weight_threshold,
+        chunk_size=model.chunk_size,
+    )
+    sweep_time = time.perf_counter() - began
+    table = sweep_table(sweep)
+    power = None
+    if posterior and spec.power_scaling:
+        main = next(iter(posterior.values()))
+        power = power_scaling_sensitivity(main.tree)
+    summary = _sensitivity_summary(config, sweep, grid, power,
+                                   next(iter(posterior)) if power is not None else None)
+    return SensitivityResult(sweep, table, power, summary, sweep_time)
+
+
+def sweep_table(sweep) -> pd.DataFrame:
+    """A :func:`bayes_gmm.sensitivity.prior_sweep` Dataset as one row per grid point and
+    component: the swept hyperparameters, ``component``, ``weight``, ``mean_<feature>``
+    and ``variance_<feature>`` (the covariance's diagonal), then the point's scalars
+    (:data:`SWEEP_SCALARS`). The whole Dataset is ``sweep.nc``."""
+    from bayes_gmm.sensitivity import swept_hyperparameters
+
+    columns = {"weight": sweep["weights"].to_series()}
+    for feature in sweep["feature"].values:
+        columns[f"mean_{feature}"] = sweep["means"].sel(feature=feature).to_series()
+        columns[f"variance_{feature}"] = (
+            sweep["covariances"].sel(feature=feature, feature_bis=feature).to_series())
+    table = pd.DataFrame(columns)
+    points = table.index.droplevel("component")
+    for name in SWEEP_SCALARS:
+        table[name] = sweep[name].to_series().reindex(points).to_numpy()
+    table = table.reset_index()
+    if sweep.attrs.get("combine") == "zip":  # the values of each point, after its index
+        point = table["point"].to_numpy()
+        for position, name in enumerate(swept_hyperparameters(sweep), start=1):
+            table.insert(position, name, sweep[name].to_numpy()[point])
+    return table
+
+
+def _sensitivity_summary(config, sweep, grid, power, method) -> dict:
+    """The headline of a sweep (and of power scaling), as in sensitivity.json."""
+    spec = config.sensitivity
+    effective = np.asarray(sweep["n_effective_components"]).ravel()
+    counts = np.bincount(effective, minlength=config.model.n_components + 1)
+    summary = {
+        "name": config.name,
+        "bayes_gmm_version": bayes_gmm.__version__,
+        "seed": config.seed,
+        "settings": _plain_config(spec),
+        "grid": {name: np.asarray(values).tolist() for name, values in grid.items()},
+        "n_points": int(effective.size),
+        "n_effective_components": {
+            "min": int(effective.min()), "max": int(effective.max()),
+            "points_with": {str(k): int(c) for k, c in enumerate(counts) if c},
+        },
+        "converged_points": int(np.asarray(sweep["converged"]).sum()),
+        "relabelled_fraction": float(sweep.attrs["relabelled_fraction"]),
+        "reference_log_posterior": _finite_or_none(sweep["reference_log_posterior"]),
+        "power_scaling": None,
+    }
+    if power is not None:
+        from bayes_gmm.sensitivity import PSENSE_THRESHOLD as threshold
+
+        summary["power_scaling"] = {
+            "method": method,
+            "threshold": threshold,
+            "n_parameters": len(power),
+            "prior_sensitive": [str(i) for i in power.index[power["prior"] >= threshold]],
+            "likelihood_sensitive": [
+                str(i) for i in power.index[power["likelihood"] >= threshold]],
+            "max_prior": _finite_or_none(power["prior"].max()),
+            "max_likelihood": _finite_or_none(power["likelihood"].max()),
+        }
+    return summary
+
+
+def _sensitivity_file_names(config) -> dict:
+    ext = config.output.format
+    spec = config.sensitivity
+    names = {"json": "sensitivity.json", "nc": "sweep.nc", "csv": "sweep.csv",
+             "sweep_figure": f"sweep.{ext}", "effective_figure": None, "power_scaling": None}
+    if spec.grid.weight_concentration_prior is not None:
+        names["effective_figure"] = f"effective_components.{ext}"
+    if config.posterior is not None and spec.power_scaling:
+        names["power_scaling"] = "power_scaling.csv"
+    names["all"] = [name for name in names.values() if name is not None]
+    return names
+
+
+def _write_sensitivity(folder: Path, config, result: SensitivityResult, names) -> None:
+    """sweep.nc, sweep.csv, the figures, power_scaling.csv and sensitivity.json."""
+    out = config.output
+    temporary = folder / f".{names['nc']}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        result.sweep.to_netcdf(temporary, engine="h5netcdf")
+        os.replace(temporary, folder / names["nc"])
+    finally:
+        temporary.unlink(missing_ok=True)
+    text = result.table.to_csv(index=False, na_rep="NaN", float_format="%.10g")
+    _atomic_write(folder / names["csv"], text.encode("utf-8"))
+    n_quantities = len(plots.SWEEP_DEFAULT_QUANTITIES)
+    n_columns = len(result.summary["grid"])
+    fig = Figure(figsize=(3.8 * n_columns + 0.6, 2.4 * n_quantities + 0.8),
+                 layout="constrained")
+    plots.sweep_figure(result.sweep, fig=fig)
+    _save(fig, folder / names["sweep_figure"], out)
+    if names["effective_figure"]:
+        fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+        plots.effective_components_figure(result.sweep, ax=fig.add_subplot())
+        _save(fig, folder / names["effective_figure"], out)
+    if names["power_scaling"] and result.power_scaling is not None:
+        text = result.power_scaling.to_csv(na_rep="NaN", float_format="%.10g")
+        _atomic_write(folder / names["power_scaling"], text.encode("utf-8"))
+    record = {**result.summary, "files": names["all"]}  # checked finite before staging
+    _atomic_write(folder / names["json"],
+                  (json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------
+# Choosing K ([selection]): every criterion over K, the sparse overfitted mixture
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """Every criterion over K and, with ``[selection.occupied]``, the posterior of the
+    number of occupied components."""
+
+    table: pd.DataFrame  # selection.csv: bayes_gmm.selection.select_k, one row per K
+    occupied: object | None  # bayes_gmm.selection.OccupiedComponents, or None
+    summary: dict  # the contents of selection.json (JSON-ready, no NaN)
+    time_s: float  # wall time of both, compilation included (not written: not a fact
+    #                of the inputs)
+
+
+def check_selection(config: ExperimentConfig, data: Dataset) -> None:
+    """The Ks and ``k_max`` of ``[selection]`` against the data, before any fit.
+
+    Raises
+    ------
+    ConfigError
+        A K above the number of points (of the training part with ``"heldout"``), or a
+        ``k_max`` above it, naming the key (``selection.ks``, ``selection.occupied.k_max``).
+    """
+    from bayes_gmm.selection import _check_k_max, _check_ks
+
+    spec = config.selection
+    n_samples = data.x.shape[0]
+    try:
+        ks = _check_ks(spec.k_values, n_samples, "ks", "points")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"selection.ks: {err}", key="selection.ks") from None
+    if "heldout" in spec.criteria:
+        # The split of select_k: round(fraction * N) points held out, at least one.
+        n_validation = max(1, round(spec.validation_fraction * n_samples))
+        if n_samples - n_validation < ks[-1]:
+            raise ConfigError(
+                f"selection.validation_fraction: {spec.validation_fraction:g} holds out "
+                f"{n_validation} of {n_samples} points and leaves {n_samples - n_validation} "
+                f"for training, fewer than the largest K ({ks[-1]}). Lower "
+                "validation_fraction or the largest value in ks, or leave \"heldout\" out "
+                "of criteria.",
+                key="selection.validation_fraction",
+            )
+    if spec.occupied is not None:
+        try:
+            _check_k_max(spec.occupied.k_max, n_samples)
+        except (TypeError, ValueError) as err:
+            key = "selection.occupied.k_max"
+            raise ConfigError(f"{key}: {err}", key=key) from None
+
+
+def run_selection(config: ExperimentConfig, data: Dataset) -> SelectionResult:
+    """Compute every criterion of ``config.selection`` for every K
+    (:func:`bayes_gmm.selection.select_k`) and, with ``[selection.occupied]``, the
+    posterior of the number of occupied components
+    (:func:`bayes_gmm.selection.occupied_components`).
+
+    EM settings (``covariance_type``, ``n_init``, ``max_iter``, ``tol``) come from
+    ``[model]``, the prior overrides from ``[prior]`` (the same for every K; the sparse
+    mixture takes its own ``weight_concentration_prior``), the seed from the config.
+    The main MAP fit (``[model] n_components``) is not touched.
+    """
+    import time
+
+    from bayes_gmm.selection import occupied_components, select_k
+
+    spec, model = config.selection, config.model
+    overrides = _prior_kwargs(config)
+    began = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = select_k(
+            data.x, spec.k_values, covariance_type=model.covariance_type,
+            criteria=spec.criteria, validation_fraction=spec.validation_fraction,
+            posterior=spec.posterior, num_chains=spec.num_chains,
+            num_warmup=spec.num_warmup, num_samples=spec.num_samples,
+            n_init=model.n_init, max_iter=model.max_iter, tol=model.tol,
+            random_state=config.seed, **overrides,
+        )
+        occupied = None
+        if spec.occupied is not None:
+            sparse = spec.occupied
+            occupied = occupied_components(
+                data.x, sparse.k_max, covariance_type=model.covariance_type,
+                weight_concentration_prior=sparse.weight_concentration_prior,
+                num_chains=sparse.num_chains, num_warmup=sparse.num_warmup,
+                num_samples=sparse.num_samples, thinning=sparse.thinning,
+                n_init=model.n_init, max_iter=model.max_iter, random_state=config.seed,
+                **{k: v for k, v in overrides.items() if k != "weight_concentration_prior"},
+            )
+    elapsed = time.perf_counter() - began
+    messages = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught
+                                  if issubclass(w.category, UserWarning)))
+    return SelectionResult(table, occupied, _selection_summary(config, table, occupied,
+                                                               messages), elapsed)
+
+
+def occupied_table(occupied) -> pd.DataFrame:
+    """occupied_components.csv: per number of occupied components (index ``n_occupied``,
+    1..k_max), the posterior ``probability`` and the share of each chain's draws
+    (``chain_0``, ``chain_1``, ...)."""
+    table = occupied.per_chain.copy()
+    table.columns = [f"chain_{c}" for c in table.columns]
+    table.insert(0, "probability", occupied.probabilities)
+    return table
+
+
+def _selection_summary(config, table, occupied, messages) -> dict:
+    """The headline of [selection], as in selection.json."""
+    summary = {
+        "name": config.name,
+        "bayes_gmm_version": bayes_gmm.__version__,
+        "seed": config.seed,
+        "settings": _plain_config(config.selection),
+        "ks": [int(k) for k in table.index],
+        "best": {criterion: int(k) for criterion, k in table.attrs["best"].items()},
+        "n_samples": int(table.attrs["n_samples"]),
+        "n_validation": int(table.attrs["n_validation"]),
+        "sign_convention": table.attrs["sign_convention"],
+        "occupied": None,
+        "warnings": messages,
+    }
+    if occupied is not None:
+        per_chain = occupied.per_chain
+        summary["occupied"] = {
+            "k_max": occupied.k_max,
+            "weight_concentration_prior": occupied.weight_concentration_prior,
+            "mode": occupied.mode,
+            "mean": float(occupied.mean),
+            "probabilities": {str(n): float(p) for n, p in occupied.probabilities.items()
+                              if p > 0},
+            "chain_modes": [int(per_chain[c].idxmax()) for c in per_chain.columns],
+        }
+    return summary
+
+
+def _selection_file_names(config) -> dict:
+    ext = config.output.format
+    names = {"json": "selection.json", "csv": "selection.csv",
+             "figure": f"selection.{ext}", "occupied_csv": None, "occupied_figure": None}
+    if config.selection.occupied is not None:
+        names["occupied_csv"] = "occupied_components.csv"
+        names["occupied_figure"] = f"occupied_components.{ext}"
+    names["all"] = [name for name in names.values() if name is not None]
+    return names
+
+
+def _write_selection(folder: Path, config, result: SelectionResult, names) -> None:
+    """selection.csv, selection.<ext>, occupied_components.csv and .<ext>, selection.json."""
+    out = config.output
+    text = result.table.to_csv(na_rep="NaN", float_format="%.10g")
+    _atomic_write(folder / names["csv"], text.encode("utf-8"))
+    n_panels = sum(column in result.table.columns for column, *_ in plots.SELECTION_PANELS)
+    n_columns = min(n_panels, 3)
+    fig = Figure(figsize=(3.4 * n_columns, 2.9 * -(-n_panels // n_columns) + 0.4),
+                 layout="constrained")
+    plots.selection_figure(result.table, fig=fig)
+    _save(fig, folder / names["figure"], out)
+    if result.occupied is not None:
+        text = occupied_table(result.occupied).to_csv(float_format="%.10g")
+        _atomic_write(folder / names["occupied_csv"], text.encode("utf-8"))
+        fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+        plots.occupied_components_figure(result.occupied, ax=fig.add_subplot())
+        _save(fig, folder / names["occupied_figure"], out)
+    record = {**result.summary, "files": names["all"]}  # checked finite before staging
+    _atomic_write(folder / names["json"],
+                  (json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------
@@ -325,6 +767,8 @@ def _record(config, config_path, data, gmm, messages, names) -> dict:
         "config_file": None if config_path is None else str(Path(config_path).resolve()),
         "environment": _environment(gmm),
     }
+    if data.rows is not None:
+        record["data"]["subsample_rows"] = data.rows.tolist()  # 0-based, of the full data
     if data.labels is not None:
         record["data"]["agreement_with_true_labels"] = _agreement(
             data.labels, gmm.predict(data.frame), k
@@ -469,6 +913,8 @@ def _environment(gmm) -> dict:
         "jax": jax.__version__,
         "jaxlib": _version("jaxlib"),
         "numpy": np.__version__,
+        **{name: _version(name) for name in ("scipy", "numpyro", "arviz", "xarray", "h5py",
+                                             "h5netcdf", "matplotlib", "pandas")},
         "device": str(device),
         "device_kind": device.device_kind,
         "device_platform": device.platform,
@@ -476,6 +922,37 @@ def _environment(gmm) -> dict:
         "x64": bool(jax.config.jax_enable_x64),
         "dtype": str(gmm.means_.dtype),
     }
+
+
+# Facts of one run rather than of its inputs (a clock time, wall times). They go to
+# run.json, not into map.json or the posterior files: those are then bit-identical for
+# the same config, seed, versions and device.
+RUN_FACTS = ("created_at", "sampling_time")
+
+
+def _without_run_facts(tree):
+    """A shallow copy of ``tree`` without the run-specific attributes (of the root, and
+    the ``created_at`` ArviZ stamps on every group)."""
+    tree = tree.copy()
+    for node in tree.subtree:
+        node.attrs = {k: v for k, v in node.attrs.items() if k not in RUN_FACTS}
+    return tree
+
+
+def _run_record(posterior: dict, sweep_time_s: float | None = None) -> bytes:
+    """run.json: when the run happened and how long sampling took, per method (and the
+    prior sweep, with [sensitivity])."""
+    record = {
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "sampling_time_s": {method: _finite_or_none(result.tree.attrs.get("sampling_time",
+                                                                           float("nan")))
+                            for method, result in posterior.items()},
+        "posterior_created_at": {method: result.tree.attrs.get("created_at")
+                                 for method, result in posterior.items()},
+    }
+    if sweep_time_s is not None:
+        record["sweep_time_s"] = _finite_or_none(sweep_time_s)
+    return (json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _version(package: str) -> str | None:
@@ -538,7 +1015,7 @@ def _file_names(config, iterations, with_config: bool) -> dict:
     if config.output.log_posterior_figure:
         names["log_posterior"] = f"log_posterior.{ext}"
     names["all"] = (
-        ["map.json"]
+        ["map.json", "run.json"]
         + (["config.toml"] if with_config else [])
         + (["posterior.json"] if config.posterior is not None else [])
         + [name for files in names["posterior"].values() for name in files["all"]]
@@ -589,7 +1066,7 @@ def _write_posterior(folder: Path, config, data, gmm, posterior: dict, names) ->
     features = out.features if data.x.shape[1] >= 2 else (0, 1)
     for method, result in posterior.items():
         files = names["posterior"][method]
-        diagnostics.save_datatree(result.tree, folder / files["tree"])
+        diagnostics.save_datatree(_without_run_facts(result.tree), folder / files["tree"])
         # NaN (written "NaN") where a statistic is undefined: frac_draws_above_map outside
         # the lp row, R-hat of one chain, n_divergences of Gibbs and Laplace.
         for key, table in (("comparison", result.comparison),

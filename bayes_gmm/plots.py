@@ -851,3 +851,351 @@ def _one_dimensional_posterior(ax, x, map_weights, map_means, map_variances, wei
     ax.plot(grid, at_map.sum(0), color="black", linewidth=1.2, linestyle="--")
     ax.set_xlim(grid[0], grid[-1])
     ax.set_ylabel("density")
+
+
+# --------------------------------------------------------------------------------------
+# Prior sensitivity
+
+# What sweep_figure can draw, and its default selection.
+SWEEP_QUANTITIES = ("weights", "means", "variances", "log_posterior", "log_likelihood",
+                    "n_effective_components", "n_iter")
+SWEEP_DEFAULT_QUANTITIES = ("weights", "means", "variances", "log_posterior",
+                            "n_effective_components")
+# Lines per component drawn in one panel at most: one per combination of the values of
+# the other swept hyperparameters (a crossed grid); beyond this the panel cannot be read.
+SWEEP_MAX_SERIES = 6
+
+
+def is_geometric(values) -> bool:
+    """Whether grid values are evenly spaced in log (and not linearly): drawn on a log axis.
+
+    Three or more distinct positive values whose successive ratios are equal (to 0.1%) and
+    whose differences are not; two positive values a decade or more apart.
+    """
+    v = np.unique(np.asarray(values, np.float64))
+    if v.size < 2 or np.any(v <= 0):
+        return False
+    if v.size == 2:
+        return bool(v[1] / v[0] >= 10)
+    ratios, steps = np.diff(np.log(v)), np.diff(v)
+    return bool(np.allclose(ratios, ratios[0], rtol=1e-3)
+                and not np.allclose(steps, steps[0], rtol=1e-3))
+
+
+def sweep_figure(dataset, quantities=SWEEP_DEFAULT_QUANTITIES, *, hyperparameters=None,
+                 fig=None):
+    """Each MAP quantity of a prior sweep against each swept hyperparameter.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        From :func:`bayes_gmm.sensitivity.prior_sweep` (components aligned to its
+        reference fit, so a colour is one cluster across the grid).
+    quantities : sequence of str, default weights, means, variances, log posterior and
+        effective components
+        Among :data:`SWEEP_QUANTITIES`: ``weights`` (one line per component), ``means``
+        and ``variances`` (the diagonal of the covariances; one line per component and
+        feature, features by line style), and the per-fit scalars ``log_posterior``,
+        ``log_likelihood``, ``n_effective_components``, ``n_iter``.
+    hyperparameters : sequence of str, optional
+        Columns of the figure; by default every swept hyperparameter.
+    fig : matplotlib Figure, optional
+        An empty figure to draw on; by default a new pyplot figure.
+
+    Returns
+    -------
+    Figure
+        One panel per quantity (rows) and hyperparameter (columns), x on a log axis where
+        the grid is geometric (:func:`is_geometric`). With a crossed grid of several
+        hyperparameters, a panel shows one line per combination of the others' values
+        (at most :data:`SWEEP_MAX_SERIES`, more transparent as they go) for each
+        component; a zipped grid is drawn in the order of the swept values.
+    """
+    swept = _swept_hyperparameters(dataset)
+    columns = list(swept if hyperparameters is None else hyperparameters)
+    unknown = [h for h in columns if h not in swept]
+    if unknown or not columns:
+        raise ValueError(
+            f"hyperparameters must be among the swept ones, {swept}; got {columns}."
+        )
+    quantities = [quantities] if isinstance(quantities, str) else list(quantities)
+    bad = [q for q in quantities if q not in SWEEP_QUANTITIES]
+    if bad or not quantities:
+        raise ValueError(
+            f"quantities must be among {', '.join(map(repr, SWEEP_QUANTITIES))}; "
+            f"got {quantities}."
+        )
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(3.8 * len(columns), 2.6 * len(quantities)),
+                         layout="constrained")
+    axes = fig.subplots(len(quantities), len(columns), squeeze=False, sharex="col")
+    n_components = dataset.sizes["component"]
+    colors = component_colors(n_components)
+    features = [str(f) for f in dataset["feature"].values]
+    for j, name in enumerate(columns):
+        series = _sweep_series(dataset, name, swept)
+        for i, quantity in enumerate(quantities):
+            ax = axes[i, j]
+            for s, (label, x, sub) in enumerate(series):
+                fade = 1.0 - 0.7 * s / max(len(series) - 1, 1)
+                _draw_quantity(ax, quantity, x, sub, colors, fade, label or None)
+            if len(series) > 1 and quantity not in ("weights", "means", "variances"):
+                ax.legend(fontsize="x-small", frameon=False)
+            if is_geometric(dataset[name].values):
+                ax.set_xscale("log")
+            if i == 0:
+                ax.set_title(name, fontsize="medium")
+            if j == 0:
+                ax.set_ylabel(quantity.replace("_", " "))
+            if i == len(quantities) - 1:
+                ax.set_xlabel(name)
+            if quantity in ("n_effective_components", "n_iter"):
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=colors[k], label=f"component {k}")
+               for k in range(n_components)]
+    if any(q in ("means", "variances") for q in quantities) and len(features) > 1:
+        handles += [Line2D([], [], color="0.3", linestyle=_feature_style(d),
+                           label=f"feature {features[d]}") for d in range(len(features))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
+               fontsize="small", frameon=False)
+    covariance_type = dataset.attrs.get("covariance_type", "")
+    fig.suptitle(f"MAP estimate across the prior grid ({covariance_type} covariances)",
+                 fontsize="medium")
+    return fig
+
+
+def effective_components_figure(dataset, *, ax=None):
+    """The number of effective components against the weight concentration.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        From :func:`bayes_gmm.sensitivity.prior_sweep` over
+        ``weight_concentration_prior`` (with other hyperparameters crossed, one line per
+        combination of their values, at most :data:`SWEEP_MAX_SERIES`).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    Figure
+        One line per series (gid ``"n_effective"``), a dotted line at K (gid
+        ``"n_components"``); a log x axis where the grid is geometric. Below a
+        concentration of one the Dirichlet prior favours empty components, and the MAP
+        drops those whose data cannot pay for them.
+    """
+    name = "weight_concentration_prior"
+    swept = _swept_hyperparameters(dataset)
+    if name not in swept:
+        raise ValueError(
+            f"dataset was not swept over {name!r} (its hyperparameters: {swept}). Run "
+            f"prior_sweep with grid={{{name!r}: numpy.geomspace(0.01, 10, 9)}}."
+        )
+    ax = _axes(ax)
+    n_components = dataset.sizes["component"]
+    series = _sweep_series(dataset, name, swept)
+    for s, (label, x, sub) in enumerate(series):
+        ax.plot(x, sub["n_effective_components"].values, marker="o", markersize=3.5,
+                drawstyle="steps-mid", alpha=1.0 - 0.7 * s / max(len(series) - 1, 1),
+                color="C0", label=label or None, gid="n_effective")
+    ax.axhline(n_components, color="0.4", linestyle=":", linewidth=1.0, gid="n_components")
+    ax.axvline(1.0, color="0.7", linewidth=0.8)
+    if is_geometric(dataset[name].values):
+        ax.set_xscale("log")
+    ax.set_ylim(0, n_components + 0.5)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"{name} (alpha)")
+    threshold = dataset.attrs.get("weight_threshold")
+    ax.set_ylabel("effective components" + (f" (weight > {threshold:g})"
+                                            if threshold is not None else ""))
+    if len(series) > 1:
+        ax.legend(fontsize="small", frameon=False)
+    return ax.figure
+
+
+def _swept_hyperparameters(dataset) -> list:
+    import json
+
+    try:
+        return list(json.loads(dataset.attrs["hyperparameters"]))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError(
+            "dataset has no readable 'hyperparameters' attribute; pass the Dataset that "
+            "bayes_gmm.sensitivity.prior_sweep returned."
+        ) from None
+
+
+def _sweep_series(dataset, name, swept):
+    """[(label, x values, sub-dataset along x)] for one swept hyperparameter: a zipped
+    grid sorted by it; a crossed one at each combination of the other swept values."""
+    import itertools
+
+    if dataset.attrs.get("combine") == "zip" or name not in dataset.dims:
+        sub = dataset.sortby(name)
+        return [("", sub[name].values, sub)]
+    others = [h for h in swept if h != name and h in dataset.dims]
+    combos = itertools.product(*(range(dataset.sizes[h]) for h in others))
+    series = []
+    for index in itertools.islice(combos, SWEEP_MAX_SERIES):
+        sub = dataset.isel(dict(zip(others, index, strict=True))).sortby(name)
+        label = ", ".join(f"{h.removesuffix('_prior')}={float(sub[h]):.3g}" for h in others)
+        series.append((label, sub[name].values, sub))
+    return series
+
+
+def _feature_style(d):
+    return ("-", "--", ":", "-.")[d % 4]
+
+
+def _draw_quantity(ax, quantity, x, sub, colors, alpha, label):
+    if quantity in ("weights", "means", "variances"):
+        values = sub["weights" if quantity == "weights" else
+                     "means" if quantity == "means" else "covariances"].values
+        for k in range(values.shape[1]):
+            if quantity == "weights":
+                ys = [(values[:, k], "-")]
+            elif quantity == "means":
+                ys = [(values[:, k, d], _feature_style(d)) for d in range(values.shape[2])]
+            else:
+                ys = [(values[:, k, d, d], _feature_style(d)) for d in range(values.shape[2])]
+            for y, style in ys:
+                ax.plot(x, y, color=colors[k], linestyle=style, alpha=alpha, marker=".",
+                        markersize=3, gid=quantity)
+    else:
+        ax.plot(x, sub[quantity].values, color="black", alpha=alpha, marker=".",
+                markersize=3, gid=quantity, label=label)
+    if quantity == "variances":
+        ax.set_yscale("log")
+
+
+# --------------------------------------------------------------------------------------
+# Choosing K
+
+# The panels of selection_figure: table column, title, whether lower is better.
+SELECTION_PANELS = (
+    ("bic", "BIC at the MAP", True),
+    ("icl", "ICL at the MAP", True),
+    ("aic", "AIC at the MAP", True),
+    ("heldout_log_likelihood", "held-out log likelihood per point", False),
+    ("elpd_loo", "PSIS-LOO elpd", False),
+)
+
+
+def selection_figure(table, *, fig=None):
+    """Every criterion of :func:`bayes_gmm.selection.select_k` against K.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`bayes_gmm.selection.select_k` (index ``k``); a panel is drawn for
+        each criterion column it has (``bic``, ``icl``, ``aic``,
+        ``heldout_log_likelihood``, ``elpd_loo``).
+    fig : matplotlib Figure, optional
+        An empty figure to draw on; by default a new pyplot figure.
+
+    Returns
+    -------
+    Figure
+        One panel per criterion, titled with its direction ("lower is better" or
+        "higher is better"); the values against K (gid ``"criterion"``), the K each
+        criterion prefers as a red star (gid ``"best"``), and for ``elpd_loo`` error bars
+        of one standard error (gid ``"se"``).
+    """
+    panels = [panel for panel in SELECTION_PANELS if panel[0] in getattr(table, "columns", ())]
+    if not panels:
+        raise ValueError(
+            "table has no criterion column (bic, icl, aic, heldout_log_likelihood, "
+            "elpd_loo); pass the table returned by bayes_gmm.selection.select_k."
+        )
+    ks = np.asarray(table.index, np.int64)
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(3.4 * min(len(panels), 3), 2.9 * -(-len(panels) // 3)),
+                         layout="constrained")
+    n_columns = min(len(panels), 3)
+    axes = fig.subplots(-(-len(panels) // n_columns), n_columns, squeeze=False).ravel()
+    for ax, (column, title, lower) in zip(axes, panels, strict=False):
+        values = table[column].to_numpy(np.float64)
+        if column == "elpd_loo" and "elpd_loo_se" in table.columns:
+            ax.errorbar(ks, values, yerr=table["elpd_loo_se"].to_numpy(np.float64),
+                        color="0.55", linestyle="none", capsize=3, gid="se")
+        ax.plot(ks, values, marker="o", markersize=4, color="black", gid="criterion")
+        finite = np.isfinite(values)
+        if finite.any():
+            best = np.nanargmin(values) if lower else np.nanargmax(values)
+            ax.plot(ks[best], values[best], marker="*", markersize=15, color="tab:red",
+                    linestyle="none", gid="best", zorder=3)
+            ax.annotate(f"K = {ks[best]}", (ks[best], values[best]),
+                        textcoords="offset points", xytext=(6, 6), fontsize="small",
+                        color="tab:red")
+        ax.set_title(f"{title}\n({'lower' if lower else 'higher'} is better)",
+                     fontsize="medium")
+        ax.set_xlabel("K (components)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.12, y=0.12)  # room for the star and its label at the edges
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    covariance_type = getattr(table, "attrs", {}).get("covariance_type")
+    fig.suptitle("Choosing K" + (f" ({covariance_type} covariances)" if covariance_type
+                                 else ""), fontsize="medium")
+    return fig
+
+
+def occupied_components_figure(result, *, ax=None, reference=None):
+    """Bar chart of the posterior of the number of occupied components.
+
+    Parameters
+    ----------
+    result : OccupiedComponents or pandas.Series
+        From :func:`bayes_gmm.selection.occupied_components`, or its ``probabilities``
+        (index: number of occupied components, values: probabilities).
+    ax : matplotlib Axes, optional
+    reference : (int, int), optional
+        A range of the number of components to shade for comparison (e.g. a published
+        range; Richardson and Green's 1997 posterior for the galaxy data puts most of its
+        mass on 3 to 7).
+
+    Returns
+    -------
+    Figure
+        One bar per number of components (gid ``"probability"``), the mode in red; the
+        shaded reference range (gid ``"reference"``) when given.
+    """
+    probabilities = getattr(result, "probabilities", result)
+    if not hasattr(probabilities, "index") or not hasattr(probabilities, "to_numpy"):
+        raise TypeError(
+            "result must be the OccupiedComponents of bayes_gmm.selection."
+            f"occupied_components or its probabilities (a pandas Series); got {result!r}."
+        )
+    counts = np.asarray(probabilities.index, np.int64)
+    values = probabilities.to_numpy(np.float64)
+    ax = _axes(ax)
+    if reference is not None:
+        try:
+            low, high = (int(v) for v in reference)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"reference must be two integers (low, high), e.g. (3, 7); got {reference!r}."
+            ) from None
+        ax.axvspan(low - 0.5, high + 0.5, color="0.9", zorder=0, gid="reference",
+                   label=f"reference range {low} to {high}")
+    mode = int(counts[np.argmax(values)])
+    colors = ["tab:red" if c == mode else "tab:blue" for c in counts]
+    ax.bar(counts, values, color=colors, width=0.7, gid="probability")
+    ax.set_xticks(counts)
+    ax.set_xlabel("number of occupied components (points assigned in a Gibbs draw)")
+    ax.set_ylabel("posterior probability")
+    ax.set_ylim(0, max(1.05 * float(values.max()), 0.05))
+    title = f"Occupied components: mode {mode}"
+    k_max = getattr(result, "k_max", None)
+    e0 = getattr(result, "weight_concentration_prior", None)
+    if k_max is not None and e0 is not None:
+        title += f" (k_max = {k_max}, e0 = {e0:g})"
+    ax.set_title(title, fontsize="medium")
+    if reference is not None:
+        ax.legend(fontsize="small", frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return ax.figure

@@ -18,6 +18,7 @@ import pytest
 import bayes_gmm
 from bayes_gmm import BayesianGMM, cli, experiment
 from bayes_gmm.cli import main
+from bayes_gmm.config import load_config
 from bayes_gmm.datasets import two_gaussians
 from bayes_gmm.diagnostics import load_datatree
 
@@ -323,7 +324,10 @@ def test_old_faithful_tables(old_faithful):
     assert list(table.index) == list(comparison.index) + ["log_likelihood"]
     assert table["n_divergences"].nunique() == 1 and table["sampling_time_s"].nunique() == 1
     tree = load_datatree(folder / "posterior.nc")
-    assert table["sampling_time_s"].iloc[0] == pytest.approx(tree.attrs["sampling_time"])
+    # The time is a fact of the run: in run.json, not in the (reproducible) posterior file.
+    run = strict_json(folder / "run.json")
+    assert table["sampling_time_s"].iloc[0] == pytest.approx(run["sampling_time_s"]["nuts"])
+    assert "sampling_time" not in tree.attrs and "created_at" not in tree.attrs
     assert table["n_divergences"].iloc[0] == int(tree["sample_stats"]["diverging"].sum())
     assert np.all(table[["r_hat", "ess_bulk", "ess_tail"]].notna())
 
@@ -466,3 +470,87 @@ def test_bad_posterior_section_exits_2_naming_the_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "posterior.method" in err and "'nuts', 'gibbs', 'laplace'" in err
     assert not (tmp_path / "out").exists()
+
+
+MAP_VS_POSTERIOR_SMALL = ROOT / "configs" / "map_vs_posterior_small.toml"
+
+
+def test_subsample_keeps_the_seeded_rows(tmp_path, capsys):
+    config = tmp_path / "subsample.toml"
+    config.write_text(textwrap.dedent("""
+        name = "subsample"
+        seed = 5
+        [data]
+        source = "builtin"
+        name = "old_faithful"
+        subsample = 20
+        [model]
+        n_components = 2
+        max_iter = 5
+        [output]
+        iteration_figures = false
+    """))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out)]) == 0
+    assert "built-in old_faithful, 20 of 272 rows (seed 5): 20 points x 2 features" in (
+        capsys.readouterr().out)
+    record = strict_json(out / "subsample" / "map.json")
+    rows = experiment.subsample_rows(272, 20, 5)  # seed: the experiment's, as none is given
+    assert record["data"]["subsample_rows"] == rows.tolist()
+    assert record["data"]["n_samples"] == 20 and record["config"]["data"]["subsample"] == 20
+    assert list(rows) == sorted(set(rows)) and len(rows) == 20  # distinct, in data order
+
+    data = experiment.load_data(load_config(config))
+    full = bayes_gmm.datasets.old_faithful().to_numpy()
+    np.testing.assert_array_equal(data.x, full[rows])
+    assert data.rows.tolist() == rows.tolist()
+
+
+def test_subsample_rows_are_reproducible_and_checked():
+    a, b = experiment.subsample_rows(272, 20, 1), experiment.subsample_rows(272, 20, 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, experiment.subsample_rows(272, 20, 2))
+    np.testing.assert_array_equal(experiment.subsample_rows(5, 5, 0), np.arange(5))
+    with pytest.raises(ValueError, match=r"subsample = 300 is more rows than the data have "
+                                         r"\(272\); ask for at most 272"):
+        experiment.subsample_rows(272, 300, 0)
+
+
+def test_subsample_larger_than_the_data_exits_1(tmp_path, capsys):
+    config = write_small_config(tmp_path)  # 40 rows
+    config.write_text(config.read_text().replace('path = "data/points.csv"',
+                                                 'path = "data/points.csv"\nsubsample = 41'))
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "data: subsample = 41 is more rows than the data have (40)" in err
+    assert not (tmp_path / "out" / "small").exists()
+
+
+def test_map_vs_posterior_small_writes_a_file_set_per_method(tmp_path, capsys):
+    """The shipped small-data config at smoke sizes, Gibbs and Laplace in place of
+    NUTS and Gibbs (NUTS is run end to end by the Old Faithful fixture): the main method's
+    files under the plain names, the others' with their suffix, one forest plot."""
+    text = MAP_VS_POSTERIOR_SMALL.read_text()
+    for key, shipped, smoke in (("num_chains", "4", "2"), ("num_warmup", "500", "10"),
+                                ("num_samples", "1000", "20"), ("method", '"nuts"', '"gibbs"'),
+                                ("compare_methods", r'\["gibbs", "laplace"\]', '["laplace"]')):
+        text, count = re.subn(rf"^{key} = {shipped}", f"{key} = {smoke}", text, flags=re.M)
+        assert count == 1, f"{MAP_VS_POSTERIOR_SMALL.name} no longer sets {key} = {shipped}"
+    config = tmp_path / "small.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    folder = out / "map_vs_posterior_small"
+    per_method = ["posterior{}.nc", "comparison{}.csv", "diagnostics{}.csv",
+                  "map_vs_posterior{}.png", "trace{}.png", "trace_covariances{}.png"]
+    expected = {"map.json", "config.toml", "posterior.json", "forest.png", "log_posterior.png"}
+    for suffix in ("", "_laplace"):
+        expected |= {name.format(suffix) for name in per_method}
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert expected <= files, expected - files
+    assert not {f for f in files - expected if "gibbs" in f or "nuts" in f}  # no third set
+    record = strict_json(folder / "posterior.json")
+    assert record["method"] == "gibbs" and list(record["methods"]) == ["gibbs", "laplace"]
+    assert record["methods"]["laplace"]["files"][0] == "posterior_laplace.nc"
+    assert load_datatree(folder / "posterior_laplace.nc").attrs["method"] == "laplace"
+    assert strict_json(folder / "map.json")["data"]["n_samples"] == 20

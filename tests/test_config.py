@@ -330,3 +330,60 @@ def test_posterior_methods_match_the_samplers():
     from bayes_gmm.posterior import METHODS
 
     assert typing.get_args(PosteriorMethod) == METHODS
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert config.name == path.stem  # the results folder is named after the file
+    json.dumps(config.to_dict(), allow_nan=False)
+
+
+def test_map_vs_posterior_configs_compare_three_methods():
+    full = load_config(ROOT / "configs" / "map_vs_posterior.toml")
+    small = load_config(ROOT / "configs" / "map_vs_posterior_small.toml")
+    assert full.data == BuiltinData(name="old_faithful")
+    assert small.data == BuiltinData(name="old_faithful", subsample=20, seed=1)
+    for config in (full, small):
+        assert set(config.posterior.methods) == {"nuts", "gibbs", "laplace"}
+        assert config.posterior.methods[0] == "nuts"  # NUTS's files keep the plain names
+    # The same model and samplers; only the data differ.
+    assert dataclasses.replace(small, name=full.name, data=full.data) == full
+
+
+def test_subsample_of_builtin_and_csv_data(tmp_path):
+    config = parse_config({"name": "f", "model": {"n_components": 2},
+                           "data": {"source": "builtin", "name": "old_faithful",
+                                    "subsample": 20}})
+    assert (config.data.subsample, config.data.seed) == (20, None)  # seed: the experiment's
+    csv = parse_config({"name": "f", "model": {"n_components": 2},
+                        "data": {"source": "csv", "path": "x.csv", "subsample": 5, "seed": 3}})
+    assert (csv.data.subsample, csv.data.seed) == (5, 3)
+    assert csv.to_dict()["data"]["subsample"] == 5
+
+
+@pytest.mark.parametrize(
+    "data, path, words",
+    [
+        ('subsample = 0', "data.subsample", r"expected an integer >= 1; got 0"),
+        ('subsample = 2.5', "data.subsample", r"expected an integer; got 2\.5"),
+        ('subsample = "20"', "data.subsample", r"expected an integer; got '20' \(a string\)"),
+        ('subsample = 20\nseed = -1', "data.seed", r"expected an integer >= 0; got -1"),
+        ('seed = 3', "data.seed",
+         r"no seed without subsample .*Add e\.g\. subsample = 20, or remove seed\."),
+    ],
+)
+def test_bad_subsample_names_the_key(tmp_path, data, path, words):
+    text = f'name = "x"\n[data]\nsource = "builtin"\nname = "old_faithful"\n{data}\n' \
+           '[model]\nn_components = 2\n'
+    with pytest.raises(ConfigError, match=re.escape(path)) as info:
+        load_config(write(tmp_path, text))
+    assert re.search(words, str(info.value)), str(info.value)
+    assert info.value.key == path
+
+
+def test_synthetic_data_take_no_subsample(tmp_path):
+    # Synthetic data have n_samples for that; subsample would be a second way to say it.
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.subsample'.*n_samples"):
+        load_config(write(tmp_path, MINIMAL.replace('source = "synthetic"',
+                                                    'source = "synthetic"\nsubsample = 5')))

@@ -1,0 +1,219 @@
+"""The [selection] section: read and checked like every section (errors name the key),
+checked against the data before any fit, and run by the CLI after the MAP fit into the
+results folder (selection.csv, selection.png, selection.json, and with
+[selection.occupied] occupied_components.csv and .png), at smoke sizes."""
+
+import contextlib
+import io
+import json
+import textwrap
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_gmm.cli import main
+from bayes_gmm.config import ConfigError, load_config, parse_config
+from bayes_gmm.experiment import check_selection, load_data
+from bayes_gmm.selection import CRITERIA
+
+ROOT = Path(__file__).resolve().parents[1]
+GALAXY = ROOT / "configs" / "choosing_k.toml"
+SYNTHETIC = ROOT / "configs" / "choosing_k_synthetic.toml"
+
+BASE = """
+name = "s"
+[data]
+source = "builtin"
+name = "galaxy_velocities"
+thousands = true
+[model]
+n_components = 2
+"""
+
+
+def parse(text, base=BASE):
+    return parse_config(tomllib.loads(base + textwrap.dedent(text)))
+
+
+def run(argv):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(argv)
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# The section
+
+
+def test_the_shipped_configs_load():
+    galaxy = load_config(GALAXY)
+    assert galaxy.data.thousands and galaxy.data.name == "galaxy_velocities"
+    assert galaxy.selection.k_values == list(range(1, 9))
+    assert galaxy.selection.criteria == CRITERIA
+    assert galaxy.selection.occupied.k_max == 10
+    assert galaxy.selection.occupied.weight_concentration_prior == 0.01
+    synthetic = load_config(SYNTHETIC)
+    assert synthetic.selection.k_values == list(range(1, 7))
+    assert len(synthetic.data.weights) == synthetic.model.n_components == 3
+
+
+def test_defaults_and_spellings():
+    spec = parse("[selection]\n").selection
+    assert spec.k_values == [1, 2, 3, 4, 5, 6] and spec.criteria == CRITERIA
+    assert spec.occupied is None and spec.posterior == "gibbs"
+    assert parse("[selection]\nks = 4\n").selection.k_values == [1, 2, 3, 4]
+    assert parse("[selection]\nks = [5, 2, 2]\n").selection.k_values == [2, 5]
+    spec = parse("[selection]\ncriteria = ['bic']\n[selection.occupied]\n").selection
+    assert spec.criteria == ("bic",) and spec.occupied.k_max == 10
+    assert parse("").selection is None
+
+
+def test_the_config_config_record_is_plain_json():
+    config = load_config(GALAXY)
+    settings = json.loads(json.dumps(config.to_dict()))["selection"]
+    assert settings["ks"] == list(range(1, 9)) and settings["occupied"]["k_max"] == 10
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    ("[selection]\nks = [0, 3]\n", "selection.ks", ">= 1"),
+    ("[selection]\nks = []\n", "selection.ks", "an integer or a list of integers"),
+    ("[selection]\nks = [1.5, 2]\n", "selection.ks", "an integer or a list of integers"),
+    ("[selection]\nks = 0\n", "selection.ks", ">= 1"),
+    ("[selection]\ncriteria = ['bix']\n", "selection.criteria", "Did you mean 'bic'"),
+    ("[selection]\ncriteria = ['bic', 'bic']\n", "selection.criteria", "each criterion once"),
+    ("[selection]\ncriteria = 'bic'\n", "selection.criteria", "a list of strings"),
+    ("[selection]\nvalidation_fraction = 1.0\n", "selection.validation_fraction",
+     "strictly between 0 and 1"),
+    ("[selection]\nposterior = 'hmc'\n", "selection.posterior", "'nuts', 'gibbs', 'laplace'"),
+    ("[selection]\nnum_samples = 0\n", "selection.num_samples", ">= 1"),
+    ("[selection]\nkmax = 3\n", "selection.kmax", "takes ks, criteria"),
+    ("[selection]\n[selection.occupied]\nk_max = 1\n", "selection.occupied.k_max", ">= 2"),
+    ("[selection]\n[selection.occupied]\nweight_concentration_prior = 0.0\n",
+     "selection.occupied.weight_concentration_prior", "> 0"),
+    ("[selection]\n[selection.occupied]\ne0 = 0.1\n", "selection.occupied.e0",
+     "Remove it or fix its name"),
+    ("selection = 3\n", "selection", "a table"),
+])
+def test_bad_keys_and_values_are_named(text, key, words):
+    base = BASE
+    if text.startswith("selection ="):  # a top-level key goes before the first table
+        base, text = text + BASE, ""
+    with pytest.raises(ConfigError, match=words) as caught:
+        parse(text, base)
+    assert caught.value.key == key
+    assert str(caught.value).startswith(key) or repr(key) in str(caught.value)
+
+
+def test_one_weight_concentration_for_every_k():
+    with pytest.raises(ConfigError, match="one number with a \\[selection\\]") as caught:
+        parse("[prior]\nweight_concentration_prior = [1.0, 1.0]\n[selection]\n")
+    assert caught.value.key == "prior.weight_concentration_prior"
+
+
+def test_thousands_only_for_the_galaxy_velocities():
+    data = load_data(parse(""))
+    assert data.columns == ("velocity_1000_km_s",)
+    assert 9 < data.x.min() < data.x.max() < 35 and "1000 km/s" in data.description
+    with pytest.raises(ConfigError, match="galaxy_velocities") as caught:
+        parse_config(tomllib.loads(
+            'name = "s"\n[data]\nsource = "builtin"\nname = "old_faithful"\n'
+            "thousands = true\n[model]\nn_components = 2\n"))
+    assert caught.value.key == "data.thousands"
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    ("[selection]\nks = [2, 83]\n", "selection.ks", "more components than points \\(82\\)"),
+    ("[selection]\nks = [2, 70]\nvalidation_fraction = 0.25\n",
+     "selection.validation_fraction", "leaves 62 for training"),
+    ("[selection]\n[selection.occupied]\nk_max = 90\n", "selection.occupied.k_max",
+     "exceeds the number of points \\(82\\)"),
+])
+def test_the_ks_are_checked_against_the_data(text, key, words):
+    config = parse(text)
+    with pytest.raises(ConfigError, match=words) as caught:
+        check_selection(config, load_data(config))
+    assert caught.value.key == key
+
+
+def test_too_many_components_fail_before_any_fit(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text(BASE + "[selection]\nks = [1, 100]\n")
+    status, out, err = run(["run", str(path), "--output-dir", str(tmp_path), "--quiet"])
+    assert status == 2 and out == ""
+    assert err.startswith("bayes-gmm: error: selection.ks:") and "82" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+# --------------------------------------------------------------------------------------
+# The CLI end to end, at smoke sizes
+
+SMOKE = {
+    "n_init = 5": "n_init = 1",
+    "ks = 6": "ks = 3",
+    "num_chains = 4": "num_chains = 2",
+    "num_warmup = 500": "num_warmup = 20",
+    "num_samples = 1000": "num_samples = 30",
+    "k_max = 10": "k_max = 4",
+    "num_warmup = 2000": "num_warmup = 30",
+    "num_samples = 5000": "num_samples = 40",
+    "log_posterior_figure = true": "log_posterior_figure = false",
+    "n_samples = 300": "n_samples = 90",
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("selection")
+    text = SYNTHETIC.read_text()
+    for shipped, smoke in SMOKE.items():
+        assert shipped in text, shipped
+        text = text.replace(shipped, smoke)
+    path = tmp_path / SYNTHETIC.name
+    path.write_text(text)
+    status, out, err = run(["run", str(path), "--output-dir", str(tmp_path)])
+    return status, out, err, tmp_path / "choosing_k_synthetic"
+
+
+def test_the_cli_writes_the_selection_files(synthetic_run):
+    status, _, err, folder = synthetic_run
+    assert status == 0, err
+    for name in ("selection.csv", "selection.png", "selection.json",
+                 "occupied_components.csv", "occupied_components.png", "map.json"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.parent.glob(".*partial"))
+    table = pd.read_csv(folder / "selection.csv", index_col="k")
+    assert list(table.index) == [1, 2, 3]
+    for column in ("bic", "icl", "aic", "heldout_log_likelihood", "elpd_loo", "loo_weight"):
+        assert np.isfinite(table[column]).all(), column
+    for criterion in CRITERIA:
+        assert table[f"best_{criterion}"].sum() == 1
+    record = json.loads((folder / "selection.json").read_text())
+    assert record["best"] == {c: int(table.index[table[f"best_{c}"]][0]) for c in CRITERIA}
+    assert record["n_samples"] == 90 and record["n_validation"] == 22
+    occupied = pd.read_csv(folder / "occupied_components.csv", index_col="n_occupied")
+    assert list(occupied.index) == [1, 2, 3, 4]
+    assert list(occupied.columns) == ["probability", "chain_0", "chain_1"]
+    np.testing.assert_allclose(occupied.sum(), 1.0)
+    assert record["occupied"]["mode"] == int(occupied["probability"].idxmax())
+    assert len(record["occupied"]["chain_modes"]) == 2
+    assert "selection.json" in json.loads((folder / "map.json").read_text())["files"]
+
+
+def test_the_main_fit_keeps_model_n_components(synthetic_run):
+    _, _, _, folder = synthetic_run
+    assert json.loads((folder / "map.json").read_text())["n_components"] == 3
+
+
+def test_the_summary_names_the_best_k(synthetic_run):
+    _, out, _, folder = synthetic_run
+    record = json.loads((folder / "selection.json").read_text())
+    assert "choosing K     K = 1..3" in out
+    best = ", ".join(f"{c} {k}" for c, k in record["best"].items())
+    assert f"best K: {best}" in out
+    assert f"occupied     mode {record['occupied']['mode']}" in out
+    assert "selection.csv" in out
