@@ -32,7 +32,13 @@ def check_data(x, name: str = "X", *, min_samples: int = 1) -> np.ndarray:
         )
     if hasattr(x, "to_numpy"):  # pandas: avoid object arrays from mixed frames
         x = x.to_numpy()
-    array = np.asarray(x)
+    try:
+        array = np.asarray(x)
+    except ValueError as err:  # ragged nested lists
+        raise ValueError(
+            f"{name} must be a rectangular 2-D array (n_samples, n_features), the same "
+            f"number of features in every row; converting it to an array failed: {err}"
+        ) from None
     if array.dtype.kind == "c":
         raise ValueError(
             f"Complex data not supported: {name} has dtype {array.dtype}. Pass the real "
@@ -174,3 +180,56 @@ def check_choice(value, name: str, choices) -> str:
             f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}."
         )
     return value
+
+
+# The fit is done in the data's own units when their spread lies within
+# [2**-STANDARDISE_LOG2, 2**STANDARDISE_LOG2]; beyond, the estimator divides the data by a
+# power of two near their spread (exact in binary floating point) and maps the estimate
+# back. Well inside float32's range this changes nothing for ordinary data.
+STANDARDISE_LOG2 = 16
+# Headroom (log2) kept between the data's squared spread and the limits of the dtype the
+# results are returned in: covariances, squared distances and scatter sums are ~spread**2.
+HEADROOM_LOG2 = 20
+
+
+def data_scale(x, dtype, name: str = "X") -> float:
+    """A power of two to divide ``x`` by before fitting (1.0 for ordinary data).
+
+    The spread is the root mean variance of the features (the largest absolute value
+    when every point is the same). Data whose spread lies outside
+    ``[2**-16, 2**16]`` are fitted after division by the power of two nearest to it, so the
+    EM core always sees numbers of order one (full covariances of data at 1e15 overflow
+    float32 and at 1e100 float64 otherwise).
+
+    Raises
+    ------
+    ValueError
+        The data, or covariances of their size (spread squared), cannot be represented in
+        ``dtype``, the dtype the results are returned in: no rescaling inside can help,
+        since the estimate itself would overflow or underflow.
+    """
+    x = np.asarray(x, np.float64)
+    largest = float(np.max(np.abs(x))) if x.size else 0.0
+    if largest == 0.0:
+        return 1.0
+    spread = largest * float(np.sqrt(np.mean(np.var(x / largest, axis=0))))
+    if spread == 0.0:  # every point identical: only the magnitude is known
+        spread = largest
+    info = np.finfo(dtype)
+    log2_spread, log2_largest = np.log2(spread), np.log2(largest)
+    too_big = max(2 * log2_spread, log2_largest) > np.log2(info.max) - HEADROOM_LOG2
+    too_small = 2 * log2_spread < np.log2(info.tiny) + HEADROOM_LOG2
+    if too_big or too_small:
+        fix = "Rescale X (e.g. X / X.std(axis=0)) and fit again."
+        if np.dtype(dtype) != np.float64:
+            fix = ("Enable float64 (JAX_ENABLE_X64=1, or jax.config.update('jax_enable_x64', "
+                   "True)) and pass float64 data, or rescale X (e.g. X / X.std(axis=0)).")
+        raise ValueError(
+            f"{name} has spread ~{spread:.3g} (largest |value| {largest:.3g}): its "
+            f"covariances (~spread^2) cannot be represented in {np.dtype(dtype).name}, "
+            f"whose normal numbers span {info.tiny:.3g} .. {info.max:.3g}, so the estimate "
+            f"would {'overflow' if too_big else 'underflow'}. {fix}"
+        )
+    if abs(log2_spread) <= STANDARDISE_LOG2:
+        return 1.0
+    return float(2.0 ** np.round(log2_spread))

@@ -26,12 +26,14 @@ from bayes_gmm.checks import (
     check_float,
     check_int,
     check_is_fitted,
+    data_scale,
     feature_names,
 )
 from bayes_gmm.covariance import KINDS, as_full_covariances
 from bayes_gmm.em import INIT_METHODS, GMMParams, e_step, fit_map
 from bayes_gmm.exceptions import ConvergenceWarning
 from bayes_gmm.priors import check_covariance_type, check_n_components, default_prior
+from bayes_gmm.streaming import ChunkedSource, is_chunked, points_with_moments
 
 
 class BayesianGMM:
@@ -78,7 +80,9 @@ class BayesianGMM:
     keep_history : bool, default False
         Keep the parameters of every EM step in ``params_history_``.
     chunk_size : int, optional
-        Rows per block of the E-step (memory against speed); chosen automatically.
+        Rows per block of the E-step (memory against speed); chosen automatically. For
+        data streamed from a chunked source, the rows read and processed at a time
+        (default 65536): memory is O(chunk_size x K x D).
 
     Attributes
     ----------
@@ -172,17 +176,30 @@ class BayesianGMM:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features), or a chunked source
+            Data larger than memory are streamed, ``chunk_size`` rows at a time, from a
+            ``numpy.memmap`` (``numpy.load(path, mmap_mode="r")``), a path to a ``.npy``
+            file or to a directory of ``.npy`` shards (read in sorted order), a list of
+            arrays, or a function returning a fresh iterator of arrays; see
+            :mod:`bayes_gmm.streaming`. The default prior then comes from one pass of
+            moments, and the fit makes one pass per EM step.
         y : ignored
 
         Returns
         -------
         self
         """
-        x = check_data(X)
-        names = feature_names(X)
-        n_samples, n_features = x.shape
-        settings = self._checked_settings()
+        if is_chunked(X):
+            x = names = None  # nothing is held in memory
+            settings = self._checked_settings()
+            data = ChunkedSource(X, settings["chunk_size"])
+            n_samples, mean, cov = data.moments()
+            n_features, points = data.n_features, points_with_moments(n_samples, mean, cov)
+        else:
+            x = data = points = check_data(X)
+            names = feature_names(X)
+            n_samples, n_features = x.shape
+            settings = self._checked_settings()
         n_components = settings["n_components"]
         if n_samples < n_components:
             raise ValueError(
@@ -191,7 +208,7 @@ class BayesianGMM:
                 "n_components."
             )
         prior = default_prior(
-            x,
+            points,
             n_components,
             settings["covariance_type"],
             weight_concentration_prior=self.weight_concentration_prior,
@@ -202,12 +219,18 @@ class BayesianGMM:
         )
         start = self._checked_initial_values(n_components, n_features)
         seed = _seed(self.random_state)
+        # Data far from unit scale are fitted divided by a power of two (exact), and the
+        # estimate is mapped back below; checks.data_scale says why (or why it cannot be).
+        # (Streamed data are fitted as they come.)
+        scale = 1.0 if x is None else data_scale(
+            x, x.dtype if jax.config.jax_enable_x64 else np.float32
+        )
 
         params, info = fit_map(
             jax.random.key(seed),
-            x,
-            prior,
-            start,
+            data if scale == 1.0 else (x / scale).astype(x.dtype),
+            prior if scale == 1.0 else _scaled_prior(prior, scale),
+            start if scale == 1.0 or start is None else _scaled_params(start, 1 / scale),
             covariance_type=settings["covariance_type"],
             init=settings["init_params"],
             n_init=settings["n_init"],
@@ -217,6 +240,9 @@ class BayesianGMM:
             chunk_size=settings["chunk_size"],
         )
         params, info = jax.device_get((params, info))
+        if scale != 1.0:
+            params, info = _unscaled_fit(params, info, scale, x.shape,
+                                         settings["covariance_type"])
         n_iter = int(info.n_iter)
         history = np.asarray(info.history[: n_iter + 1])
         if not np.isfinite(info.log_posterior) or not all(
@@ -225,7 +251,7 @@ class BayesianGMM:
             raise FloatingPointError(
                 f"The fit produced a non-finite log posterior ({float(info.log_posterior)}) "
                 f"at EM step {n_iter}: a covariance became numerically singular in "
-                f"{x.dtype if jax.config.jax_enable_x64 else 'float32'}. Enable float64 "
+                f"{data.dtype if jax.config.jax_enable_x64 else 'float32'}. Enable float64 "
                 "(JAX_ENABLE_X64=1, or jax.config.update('jax_enable_x64', True)), or pass "
                 "a larger covariance_prior or mean_precision_prior."
             )
@@ -244,9 +270,10 @@ class BayesianGMM:
                 *(np.asarray(a[: n_iter + 1]) for a in info.params_history)
             )
         self.dead_components_ = np.asarray(info.dead)
+        self._data_scale = scale
         self.seed_ = seed
         self.n_features_in_ = n_features
-        self._fit_fingerprint = _fingerprint(x)
+        self._fit_fingerprint = None if x is None else _fingerprint(x)
         if names is not None:
             self.feature_names_in_ = names
         elif hasattr(self, "feature_names_in_"):
@@ -323,8 +350,15 @@ class BayesianGMM:
 
     def _e_step(self, X):
         x = self._checked_input(X)
-        log_resp, log_density = e_step(x, self.params_, self.covariance_type)
-        return np.asarray(log_resp), np.asarray(log_density)
+        scale = getattr(self, "_data_scale", 1.0)
+        if scale == 1.0:
+            log_resp, log_density = e_step(x, self.params_, self.covariance_type)
+            return np.asarray(log_resp), np.asarray(log_density)
+        # In the units the fit was done in; the density of x is that of x / s over s^D.
+        params = _scaled_params(self.params_, 1 / scale)
+        log_resp, log_density = e_step((x / scale).astype(x.dtype), params,
+                                       self.covariance_type)
+        return np.asarray(log_resp), np.asarray(log_density) - x.shape[1] * np.log(scale)
 
     def predict_proba(self, X):
         """Responsibilities: the posterior probability of each component for each point.
@@ -414,7 +448,14 @@ class BayesianGMM:
         from bayes_gmm import posterior  # NumPyro is imported only when sampling
 
         x = self._checked_input(X)
-        if _fingerprint(x) != self._fit_fingerprint:
+        if getattr(self, "_data_scale", 1.0) != 1.0:
+            raise ValueError(
+                f"X has a spread of ~{self._data_scale:.3g}: the MAP fit standardises such "
+                "data internally, but the posterior samplers work in the data's own units, "
+                "where the log densities overflow. Divide X by a number near its spread "
+                "(e.g. X / X.std()), fit again and sample that posterior."
+            )
+        if self._fit_fingerprint is not None and _fingerprint(x) != self._fit_fingerprint:
             warnings.warn(
                 "X is not the data this estimator was fitted on: the posterior conditions on "
                 "X but uses the prior built for the fit data and starts at their MAP. Fit on "
@@ -530,6 +571,51 @@ def _same(a, b) -> bool:
         return bool(a == b) and type(a) is type(b)
     except (TypeError, ValueError):
         return False
+
+
+def _scaled_prior(prior, scale):
+    """The prior of ``x / scale`` when ``prior`` is that of ``x`` (the model is closed
+    under scaling: m0 / s, Psi0 / s^2; alpha, kappa0 and nu0 unchanged)."""
+    return prior._replace(mean=prior.mean / scale, covariance=prior.covariance / scale**2)
+
+
+def _scaled_params(params, factor):
+    """``params`` of ``x`` mapped to those of ``factor * x`` (fields may be None), in the
+    dtype they came in, computed in float64."""
+    weights, means, covariances = (None if a is None else np.asarray(a) for a in params)
+    return GMMParams(
+        weights,
+        None if means is None else (means.astype(np.float64) * factor).astype(means.dtype),
+        None if covariances is None
+        else (covariances.astype(np.float64) * factor**2).astype(covariances.dtype),
+    )
+
+
+def _unscaled_fit(params, info, scale, shape, covariance_type):
+    """A fit of ``x / scale`` as the fit of ``x``: parameters scaled back, and the log
+    densities corrected by the Jacobian ``-log(scale)`` per scaled coordinate: N D data
+    coordinates, and of the live components' means (D each) and covariances (D (D + 1) / 2
+    entries, each scaled by scale^2; D for diag, 1 for spherical, one shared matrix
+    for tied)."""
+    n_samples, d = shape
+    alive = int(np.sum(np.asarray(params.weights) > 0))
+    covariance_terms = {"full": alive * d * (d + 1), "tied": d * (d + 1),
+                        "diag": alive * 2 * d, "spherical": alive * 2}[covariance_type]
+    log_scale = float(np.log(scale))
+    likelihood_shift = -n_samples * d * log_scale
+    posterior_shift = likelihood_shift - (alive * d + covariance_terms) * log_scale
+    history = info.params_history
+    if history is not None:
+        history = _scaled_params(history, scale)
+    info = info._replace(
+        log_posterior=np.float64(info.log_posterior) + posterior_shift,
+        log_likelihood=np.float64(info.log_likelihood) + likelihood_shift,
+        history=np.asarray(info.history, np.float64) + posterior_shift,
+        init_log_posteriors=np.asarray(info.init_log_posteriors, np.float64)
+        + posterior_shift,
+        params_history=history,
+    )
+    return _scaled_params(params, scale), info
 
 
 def _seed(random_state) -> int:
