@@ -15,6 +15,20 @@ from bayes_gmm.priors import GMMPrior, default_prior
 from bayes_gmm.selection import OccupiedComponents, occupied_components, select_k
 from bayes_gmm.sensitivity import power_scaling_sensitivity, prior_sweep
 
+# Submodules a user reaches as attributes (``bayes_gmm.plots.forest(...)``) after a plain
+# ``import bayes_gmm``; imported on first use, so matplotlib loads only when plotting.
+_LAZY_SUBMODULES = ("datasets", "diagnostics", "gibbs", "plots", "posterior", "streaming",
+                    "validation")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"bayes_gmm.{name}")
+    raise AttributeError(f"module 'bayes_gmm' has no attribute {name!r}")
+
+
 try:
     __version__ = version("bayes_gmm")
 except PackageNotFoundError:  # running from a source tree that was never installed

@@ -112,6 +112,12 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("bayes-gmm: interrupted; no results were written.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RuntimeError as err:  # XLA's runtime errors (out of memory, ...) are these
+        _error(err, EXIT_FAILED)
+        print("bayes-gmm: the computation itself failed (above); no results were written. "
+              "Out of memory: use fewer points, chains or draws, or a smaller chunk_size.",
+              file=sys.stderr)
+        return EXIT_FAILED
     if not args.quiet:
         print(summary(result))
     return EXIT_OK

@@ -610,8 +610,8 @@ def diagnostics_table(tree: xr.DataTree) -> pd.DataFrame:
     """R-hat, bulk ESS and tail ESS of every scalar parameter, after label alignment.
 
     Rows: ``weights[k]``, ``means[k, d]``, ``covariances[k, d, e]`` (upper triangle only
-    for the symmetric full and tied matrices), then ``lp`` and ``log_likelihood``, which
-    are label invariant. The tree is aligned to its ``map`` group first unless it already
+    for the symmetric full and tied matrices), then the label-invariant ``lp``,
+    ``log_likelihood`` and ``sorted_weights[r]`` (the weights sorted largest first, rank r). The tree is aligned to its ``map`` group first unless it already
     is (a tree without a ``map`` group is used as it is). Statistics are arviz_stats':
     rank-normalised split R-hat (Vehtari et al., 2021) and its bulk and tail ESS.
 
@@ -640,6 +640,11 @@ def diagnostics_table(tree: xr.DataTree) -> pd.DataFrame:
             values = np.concatenate(
                 [values, stats[name].transpose(*SAMPLE_DIMS).values[..., None]], axis=-1)
             labels.append(name)
+    # Sorted weights need no alignment: their R-hat and ESS check mixing independently of
+    # how well the relabelling worked.
+    weights = tree["posterior"]["weights"].transpose(*SAMPLE_DIMS, "component").values
+    values = np.concatenate([values, -np.sort(-weights, axis=-1)], axis=-1)
+    labels += [f"sorted_weights[{rank}]" for rank in range(weights.shape[-1])]
     da = _parameter_array(values, labels)
     table = pd.DataFrame(
         {

@@ -7,16 +7,16 @@ import time
 import jax
 import numpy as np
 
-from bayes_gmm import default_prior, fit_map, gibbs, sharding
+from bayes_gmm import default_prior, fit_map, gibbs
+from bayes_gmm.covariance import KINDS
 from bayes_gmm.em import GMMParams
 
 start = time.perf_counter()
 rng = np.random.default_rng(0)
 # 273 rows: not a multiple of the 4 devices, so the last device holds padding.
 x = np.concatenate([rng.normal(size=(150, 2)) + 4, rng.normal(size=(123, 2)) * 0.5 + 10])
-prior = default_prior(x, 3, "diag")
-init = GMMParams(np.full(3, 1 / 3), x[[0, 200, 100]], np.ones((3, 2)))
-options = dict(covariance_type="diag", max_iter=15, tol=0.0)
+START_COVARIANCES = {"full": np.tile(np.eye(2), (3, 1, 1)), "tied": np.eye(2),
+                     "diag": np.ones((3, 2)), "spherical": np.ones(3)}
 
 
 def gap(a, b):
@@ -24,30 +24,30 @@ def gap(a, b):
     return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in pairs)
 
 
-one, one_info = fit_map(jax.random.key(0), x, prior, init, mesh=None, chunk_size=16, **options)
-many, many_info = fit_map(jax.random.key(0), x, prior, init, chunk_size=16, **options)
-chunks = [x[:7], x[7:7], x[7:90], x[90:]]
-streamed, streamed_info = fit_map(jax.random.key(0), chunks, prior, init, chunk_size=40, **options)
-# The Gibbs sampler differs under a mesh only in its passes over the points (the E-step,
-# the label draws and their statistics); the full sampler compiles for too long for a test.
-gibbs_data = {}
-for mesh in (None, sharding.row_mesh()):
-    data, _, params, _ = gibbs._centre(x, prior, one)
-    if mesh is not None:
-        data = sharding.device_chunks(np.c_[data, np.ones(len(x))], mesh, 16)
-    log_resp, loglik = jax.jit(gibbs._e_step, static_argnums=(2, 3))(data, params, "diag", mesh)
-    stats = jax.jit(gibbs._label_statistics, static_argnums=(3, 4))(
-        jax.random.key(1), log_resp, data, "diag", mesh
-    )
-    gibbs_data[mesh is None] = loglik, stats
-print(json.dumps({
-    "devices": jax.device_count(),
-    "em_gap": gap(one, many),
-    "em_lp": [float(one_info.log_posterior), float(many_info.log_posterior)],
-    "em_iter": [int(one_info.n_iter), int(many_info.n_iter)],
-    "stream_gap": gap(one, streamed),
-    "gibbs_loglik_gap": abs(float(gibbs_data[True][0] - gibbs_data[False][0])),
-    "gibbs_stats_gap": gap(gibbs_data[True][1], gibbs_data[False][1]),
-    "gibbs_counts": [np.asarray(gibbs_data[k][1].counts).tolist() for k in (True, False)],
-    "seconds": time.perf_counter() - start,
-}))
+results = {"devices": jax.device_count(), "em": {}}
+for covariance_type in KINDS:
+    prior = default_prior(x, 3, covariance_type)
+    init = GMMParams(np.full(3, 1 / 3), x[[0, 200, 100]], START_COVARIANCES[covariance_type])
+    options = dict(covariance_type=covariance_type, max_iter=15, tol=0.0, chunk_size=16)
+    one, one_info = fit_map(jax.random.key(0), x, prior, init, mesh=None, **options)
+    many, many_info = fit_map(jax.random.key(0), x, prior, init, mesh="auto", **options)
+    results["em"][covariance_type] = {
+        "gap": gap(one, many),
+        "lp": [float(one_info.log_posterior), float(many_info.log_posterior)],
+        "iter": [int(one_info.n_iter), int(many_info.n_iter)],
+    }
+    if covariance_type == "diag":
+        chunks = [x[:7], x[7:7], x[7:90], x[90:]]
+        streamed, _ = fit_map(jax.random.key(0), chunks, prior, init,
+                              **{**options, "chunk_size": 40})
+        results["stream_gap"] = gap(one, streamed)
+        # The whole Gibbs sampler, labels drawn on the devices that hold the points.
+        draws = {}
+        for mesh in (None, "auto"):
+            draws[mesh], info = gibbs.sample(
+                jax.random.key(1), x, prior, one, covariance_type=covariance_type,
+                num_samples=5, num_warmup=3, num_chains=2, mesh=mesh)
+        results["gibbs_gap"] = gap(draws[None], draws["auto"])
+        results["gibbs_moved"] = gap(draws[None].means[:, :1], draws[None].means[:, -1:])
+results["seconds"] = time.perf_counter() - start
+print(json.dumps(results))

@@ -395,9 +395,13 @@ def test_diagnostics_table(built):
     k, d = draws.means.shape[-2:]
     n_cov = {"full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": k * d,
              "spherical": k}[covariance_type]
-    assert len(table) == k + k * d + n_cov + 2
-    assert table.index[0] == "weights[0]" and table.index[-2:].tolist() == ["lp",
-                                                                           "log_likelihood"]
+    assert len(table) == k + k * d + n_cov + 2 + k
+    assert table.index[0] == "weights[0]"
+    assert table.index[-k - 2:].tolist() == ["lp", "log_likelihood"] + [
+        f"sorted_weights[{r}]" for r in range(k)]
+    largest = np.max(draws.weights, axis=-1)  # label invariant: no alignment involved
+    expected_largest = arviz_stats.rhat(np.asarray(largest, np.float64))
+    assert table.loc["sorted_weights[0]", "r_hat"] == pytest.approx(float(expected_largest))
     assert "means[1, width]" in table.index
     expected = arviz_stats.rhat(tree, var_names=["means"]).sel(component=1, feature="width")
     assert table.loc["means[1, width]", "r_hat"] == pytest.approx(float(expected["means"]))

@@ -342,6 +342,32 @@ def test_n_init_keeps_the_best_restart():
     assert float(info.log_posterior) == pytest.approx(float(jnp.max(info.init_log_posteriors)))
 
 
+@pytest.mark.parametrize("init", ["k-means++", "random", "random_from_data"])
+def test_every_init_method_reaches_the_same_map(init):
+    """On well-separated clusters every start leads to one MAP (up to the labels), and
+    the starts themselves differ by method (max_iter=0 returns the start)."""
+    x = blobs(2, 400, 2, 3, separation=6.0)
+    prior = default_prior(x, 3)
+    reference, _ = fit_map(jax.random.key(0), x, prior, init="k-means++", n_init=3)
+    start, _ = fit_map(jax.random.key(1), x, prior, init=init, max_iter=0)
+    params, info = fit_map(jax.random.key(1), x, prior, init=init, n_init=3, max_iter=500)
+    assert bool(info.converged)
+    order = np.argsort(np.asarray(params.means[:, 0]))
+    ref_order = np.argsort(np.asarray(reference.means[:, 0]))
+    tol = 1e-4 if DTYPE == np.float32 else 1e-8
+    np.testing.assert_allclose(params.means[order], reference.means[ref_order], rtol=tol,
+                               atol=tol)
+    np.testing.assert_allclose(params.weights[order], reference.weights[ref_order],
+                               rtol=tol, atol=tol)
+    if init == "random":
+        # Random soft assignments: every starting mean lies near the data mean.
+        spread = np.ptp(np.asarray(start.means), axis=0)
+        assert np.all(spread < 0.25 * np.ptp(x, axis=0))
+    else:
+        # Hard assignments to K centres: the starting means are spread over the data.
+        assert np.ptp(np.asarray(start.means)[:, 0]) > 0.25 * np.ptp(x[:, 0])
+
+
 def test_history_buffers():
     x = two_clusters(1)
     params, info = fit_map(jax.random.key(0), x, default_prior(x, 2), init="random",

@@ -11,6 +11,7 @@ say why they cannot; an interrupted write must leave nothing that looks complete
 """
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -320,6 +321,48 @@ def test_existing_results_folder_is_refused_and_kept(tmp_path, capsys):
     text = SMALL.replace('name = "small"', 'name = "file"')
     assert cli_run(tmp_path, text, "--overwrite") == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+CSV_CONFIG = """\
+    name = "from_csv"
+    [data]
+    source = "csv"
+    path = "points.csv"
+    [model]
+    n_components = 2
+    max_iter = 10
+    [output]
+    iteration_figures = false
+    log_posterior_figure = false
+"""
+
+
+@pytest.mark.parametrize("content, message", [
+    ("a,b\n1,2\n3,nan\n5,6\n", r"NaN|missing"),
+    ("a,b\n1,2\n3,inf\n5,6\n", r"inf"),
+    ("a,b\n1,2\n3,x\n5,6\n", r"not numeric"),
+    ("a,b\n", r"has no data: 0 rows"),
+    ("", r"could not read"),
+])
+def test_a_bad_csv_data_file_exits_1_naming_the_problem(tmp_path, capsys, content, message):
+    (tmp_path / "points.csv").write_text(content)
+    assert cli_run(tmp_path, CSV_CONFIG) == 1  # the config is fine; its data are not
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "points.csv" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or _leftovers(tmp_path / "out") == []
+
+
+def test_a_runtime_failure_inside_jax_gives_one_line_not_a_traceback(tmp_path, capsys,
+                                                                      monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.")
+
+    monkeypatch.setattr(experiment, "fit", out_of_memory)
+    assert cli_run(tmp_path, SMALL) == 1
+    err = capsys.readouterr().err
+    assert "RESOURCE_EXHAUSTED" in err and "no results were written" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or _leftovers(tmp_path / "out") == []
 
 
 def test_config_with_unknown_key_exits_2_without_traceback(tmp_path, capsys):

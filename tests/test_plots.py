@@ -364,3 +364,18 @@ def test_posterior_figures_on_given_figures_open_no_pyplot_figure(x, posteriors,
     assert plt.get_fignums() == before
     with pytest.raises(TypeError, match="tree must be an xarray.DataTree"):
         plots.map_vs_posterior(gmm, {"posterior": None}, x)
+
+
+def test_plots_is_reachable_from_a_plain_import():
+    # The snippet: `import bayes_gmm; bayes_gmm.plots.map_vs_posterior(...)`.
+    import subprocess
+    import sys
+
+    code = ("import sys, bayes_gmm; assert 'matplotlib' not in sys.modules; "
+            "f = bayes_gmm.plots.map_vs_posterior; assert 'matplotlib' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    import bayes_gmm
+
+    assert bayes_gmm.plots is plots
+    with pytest.raises(AttributeError, match="no attribute 'plotz'"):
+        bayes_gmm.plotz  # noqa: B018

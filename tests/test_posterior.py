@@ -181,4 +181,40 @@ def test_same_seed_same_draws(fitted):
                                   num_samples=10)["posterior"]["means"].values
              for _ in range(2)]
     np.testing.assert_array_equal(*draws)
-    assert jax.config.jax_enable_x64 == (DTYPE == np.float64)
+
+
+def test_nuts_chains_start_at_the_map(fitted, monkeypatch):
+    """NUTS's initial state, mapped back to the constrained space, is the MAP in every
+    chain (and is not with init='default', so the check can fail)."""
+    from numpyro.infer import NUTS
+    from numpyro.infer.util import constrain_fn
+
+    from bayes_gmm import posterior
+    from bayes_gmm.model import gmm_model
+
+    x, gmm = fitted
+    starts = []
+
+    class RecordingNUTS(NUTS):
+        def init(self, *args, **kwargs):
+            state = super().init(*args, **kwargs)
+            starts.append(state.z)
+            return state
+
+    monkeypatch.setattr(posterior, "NUTS", RecordingNUTS)
+    model_args = (jax.numpy.asarray(x), gmm.prior_, "full")
+    tol = 1e-10 if DTYPE == np.float64 else 2e-5
+    for init, at_map in (("map", True), ("default", False)):
+        starts.clear()
+        gmm.sample_posterior(x, method="nuts", num_chains=2, num_warmup=2, num_samples=2,
+                             init=init)
+        z = starts[0]
+        for chain in range(2):
+            start = constrain_fn(gmm_model, model_args, {},
+                                 jax.tree.map(lambda a, c=chain: a[c], z))
+            close = np.allclose(start["means"], gmm.means_, rtol=tol, atol=tol)
+            assert close == at_map, (init, chain, start["means"], gmm.means_)
+            if at_map:
+                np.testing.assert_allclose(start["weights"], gmm.weights_, rtol=tol, atol=tol)
+                np.testing.assert_allclose(start["covariances"], gmm.covariances_, rtol=tol,
+                                           atol=tol)
