@@ -28,6 +28,7 @@ cannot run under ``jax.jit`` or ``jax.vmap``.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from functools import partial
@@ -134,8 +135,11 @@ class ChunkedSource:
             if not self._slice or np.ndim(part) != 2:
                 yield where, part
                 continue
+            release = _page_release(part)
             for start in range(0, max(part.shape[0], 1), self.chunk_size):
-                yield where, part[start:start + self.chunk_size]
+                chunk = part[start:start + self.chunk_size]
+                yield where, chunk
+                release(chunk)
 
     def chunks(self):
         """The checked chunks in order, as arrays of shape (rows, n_features) and
@@ -227,6 +231,34 @@ def _open_npy(path: Path):
                 f"has shape {part.shape} and dtype {part.dtype}."
             )
     return parts, [file.name for file in files]
+
+
+def _page_release(part):
+    """A function that drops a read chunk's pages of a read-only memory-mapped file from
+    this process's resident memory, or does nothing for other arrays.
+
+    The kernel keeps the pages of a mapping resident after they are read, so streaming a
+    file through ``numpy.memmap`` would grow the resident set (RSS) to the size of the
+    file. ``madvise(MADV_DONTNEED)`` unmaps them once a chunk has been consumed (its rows
+    were copied into the compiled program's input); the file is not touched and the pages
+    stay in the page cache, where a later pass finds them. Only read-only mappings
+    (``mode="r"``): in a private copy-on-write mapping it would discard changes.
+    """
+    handle = getattr(part, "_mmap", None)
+    if (handle is None or getattr(part, "mode", None) != "r" or not part.flags.c_contiguous
+            or not hasattr(handle, "madvise")):
+        return lambda chunk: None
+    base = np.frombuffer(handle, np.uint8).ctypes.data  # where the mapping starts
+    page = mmap.PAGESIZE
+
+    def release(chunk):
+        if chunk.size == 0:
+            return
+        start = chunk.ctypes.data - base
+        aligned = start - start % page
+        handle.madvise(mmap.MADV_DONTNEED, aligned, start + chunk.nbytes - aligned)
+
+    return release
 
 
 def is_chunked(x) -> bool:

@@ -206,7 +206,7 @@ def diagnose(x, gmm, method, result):
                        method=method, map_params=gmm.params_, sample_stats=result.sample_stats,
                        attrs=result.attrs, log_likelihood=False)
     table = diagnostics_table(tree)
-    params = table.drop(index=["lp", "log_likelihood"])
+    params = table[table.index.str.match(r"(weights|means|covariances)\[")]  # aligned only
     stats = result.sample_stats
     return {
         "min_ess_bulk": float(params["ess_bulk"].min()),

@@ -142,3 +142,28 @@ def test_nan_on_a_later_pass_returns_nothing(x, pieces, start):
 
     with pytest.raises(ValueError, match="chunk 1 .*NaN"):
         fit_map(jax.random.key(0), chunks, prior, init, chunk_size=32)
+
+
+def _resident_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED")
+                    or not __import__("os").path.exists("/proc/self/status"),
+                    reason="needs madvise and /proc (Linux)")
+def test_streaming_a_memmap_keeps_resident_memory_to_a_chunk(tmp_path):
+    """Reading a 64 MB memory-mapped file chunk by chunk must not leave its pages in the
+    resident set (without releasing them, RSS grows by the size of the file)."""
+    path = tmp_path / "big.npy"
+    rows = 1_600_000
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, 10))
+    out[:] = 1.0
+    out.flush()
+    del out
+    source = ChunkedSource(np.load(path, mmap_mode="r"), chunk_size=16_384)
+    before = _resident_kb()
+    total = sum(float(chunk[:, 0].sum()) for chunk in source.chunks())
+    grown_mb = (_resident_kb() - before) / 1024
+    assert total == rows
+    assert grown_mb < 16, f"resident memory grew by {grown_mb:.0f} MB reading a 64 MB file"
