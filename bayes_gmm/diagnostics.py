@@ -611,8 +611,9 @@ def diagnostics_table(tree: xr.DataTree) -> pd.DataFrame:
 
     Rows: ``weights[k]``, ``means[k, d]``, ``covariances[k, d, e]`` (upper triangle only
     for the symmetric full and tied matrices), then the label-invariant ``lp``,
-    ``log_likelihood`` and ``sorted_weights[r]`` (the weights sorted largest first, rank r). The tree is aligned to its ``map`` group first unless it already
-    is (a tree without a ``map`` group is used as it is). Statistics are arviz_stats':
+    ``log_likelihood`` and ``sorted_weights[r]`` (the weights sorted largest first, rank
+    r). The tree is aligned to its ``map`` group first unless it already is (a tree
+    without a ``map`` group is used as it is). Statistics are arviz_stats':
     rank-normalised split R-hat (Vehtari et al., 2021) and its bulk and tail ESS.
 
     Returns

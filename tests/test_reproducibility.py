@@ -3,9 +3,10 @@
 The command line runs one small config (MAP, then the posterior by Gibbs and by NUTS)
 twice into two folders: once in this process and once in a fresh interpreter, so that
 nothing cached in memory can make the two agree. ``map.json`` and both posterior files
-must be the same bytes, and so must every table but for the sampling time. Facts of the run itself (the clock time, how long
-sampling took) live in ``run.json`` and are the only thing allowed to differ; the
-record names the config, the seed, the package versions and the device.
+must be the same bytes, and so must every table but for the sampling time. Facts of
+the run itself (the clock time, how long sampling took) live in ``run.json`` and are the
+only thing allowed to differ; the record names the config, the seed, the package
+versions and the device.
 """
 
 import json
