@@ -80,6 +80,7 @@ off).
     num_chains = 4
     num_warmup = 1000
     num_samples = 2000
+    reference = [3, 7]               # optional: a published range, shaded on the figure
 
 With ``[selection]`` every criterion is computed for every K
 (:func:`bayes_gmm.selection.select_k`) with ``[model]``'s EM settings and ``[prior]``'s
@@ -557,7 +558,12 @@ class OccupiedConfig:
     a Dirichlet concentration ``weight_concentration_prior`` (e0, well below 1) on its
     weights, sampled by the conjugate Gibbs sampler; the posterior of the number of
     occupied components (:func:`bayes_gmm.selection.occupied_components`). The other
-    hyperparameters are ``[prior]``'s (the defaults built for ``k_max`` components)."""
+    hyperparameters are ``[prior]``'s (the defaults built for ``k_max`` components).
+
+    ``reference = [low, high]`` (optional) is a range of the number of components to
+    compare with, e.g. a published one (``[3, 7]`` for the galaxy velocities, Richardson
+    and Green 1997): it is shaded on ``occupied_components.png``, and ``selection.json``
+    gives the posterior probability of that range."""
 
     k_max: int = _minimum(2, default=10)
     weight_concentration_prior: float = 0.01
@@ -565,12 +571,18 @@ class OccupiedConfig:
     num_warmup: int = _minimum(0, default=1000)
     num_samples: int = _minimum(1, default=2000)
     thinning: int = _minimum(1, default=1)
+    reference: tuple[int, ...] | None = field(default=None, metadata={"example": "[3, 7]"})
 
     def _check(self, where: _Where) -> None:
         if not self.weight_concentration_prior > 0:
             where.fail("weight_concentration_prior", "a number > 0 (well below 1, e.g. 0.01, "
                        "for a sparse mixture)", _shown(self.weight_concentration_prior),
                        "Write e.g. weight_concentration_prior = 0.01.")
+        if self.reference is not None and not (
+                len(self.reference) == 2 and 1 <= self.reference[0] <= self.reference[1]):
+            where.fail("reference", "two numbers of components [low, high] with "
+                       "1 <= low <= high", _shown(self.reference),
+                       "Write e.g. reference = [3, 7], or leave it out.")
 
 
 @dataclass(frozen=True)
@@ -833,7 +845,8 @@ def _build(cls, table: dict, where: _Where):
             continue
         minimum = f.metadata.get("minimum")
         default = f.default if f.default not in (dataclasses.MISSING, None, ()) else None
-        example = _example(hints[name]) if default is None else _toml(default)
+        example = f.metadata.get("example") or (
+            _example(hints[name]) if default is None else _toml(default))
         if table[name] == [] and f.default == ():
             # An empty list where the default is one (compare_methods = []); elsewhere an
             # array must have items, so _try_convert refuses empty ones.

@@ -36,8 +36,8 @@ first file is written. The folder is never half-written and never silently repla
   interrupted run leaves nothing that looks like a finished result;
 - ``map.json`` and ``posterior.json`` never hold NaN or infinity: the run fails instead,
   before anything is moved into place; a statistic that is undefined (R-hat of a single
-  chain, divergences of a sampler without them) is ``null`` there and ``NaN`` in the CSV
-  tables.
+  chain, divergences of a sampler without them) is ``null`` there and an empty field in
+  the CSV tables.
 """
 
 from __future__ import annotations
@@ -541,8 +541,7 @@ def _write_sensitivity(folder: Path, config, result: SensitivityResult, names) -
         os.replace(temporary, folder / names["nc"])
     finally:
         temporary.unlink(missing_ok=True)
-    text = result.table.to_csv(index=False, na_rep="NaN", float_format="%.10g")
-    _atomic_write(folder / names["csv"], text.encode("utf-8"))
+    _atomic_write(folder / names["csv"], _csv(result.table, names["csv"], index=False))
     n_quantities = len(plots.SWEEP_DEFAULT_QUANTITIES)
     n_columns = len(result.summary["grid"])
     fig = Figure(figsize=(3.8 * n_columns + 0.6, 2.4 * n_quantities + 0.8),
@@ -554,8 +553,8 @@ def _write_sensitivity(folder: Path, config, result: SensitivityResult, names) -
         plots.effective_components_figure(result.sweep, ax=fig.add_subplot())
         _save(fig, folder / names["effective_figure"], out)
     if names["power_scaling"] and result.power_scaling is not None:
-        text = result.power_scaling.to_csv(na_rep="NaN", float_format="%.10g")
-        _atomic_write(folder / names["power_scaling"], text.encode("utf-8"))
+        _atomic_write(folder / names["power_scaling"],
+                      _csv(result.power_scaling, names["power_scaling"]))
     record = {**result.summary, "files": names["all"]}  # checked finite before staging
     _atomic_write(folder / names["json"],
                   (json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8"))
@@ -695,7 +694,15 @@ def _selection_summary(config, table, occupied, messages) -> dict:
             "probabilities": {str(n): float(p) for n, p in occupied.probabilities.items()
                               if p > 0},
             "chain_modes": [int(per_chain[c].idxmax()) for c in per_chain.columns],
+            "reference": None,
+            "reference_probability": None,
         }
+        reference = config.selection.occupied.reference
+        if reference is not None:
+            low, high = reference
+            inside = occupied.probabilities.loc[low:high].sum()  # empty (0) beyond k_max
+            summary["occupied"]["reference"] = [low, high]
+            summary["occupied"]["reference_probability"] = float(inside)
     return summary
 
 
@@ -713,8 +720,7 @@ def _selection_file_names(config) -> dict:
 def _write_selection(folder: Path, config, result: SelectionResult, names) -> None:
     """selection.csv, selection.<ext>, occupied_components.csv and .<ext>, selection.json."""
     out = config.output
-    text = result.table.to_csv(na_rep="NaN", float_format="%.10g")
-    _atomic_write(folder / names["csv"], text.encode("utf-8"))
+    _atomic_write(folder / names["csv"], _csv(result.table, names["csv"]))
     n_panels = sum(column in result.table.columns for column, *_ in plots.SELECTION_PANELS)
     n_columns = min(n_panels, 3)
     fig = Figure(figsize=(3.4 * n_columns, 2.9 * -(-n_panels // n_columns) + 0.4),
@@ -725,7 +731,8 @@ def _write_selection(folder: Path, config, result: SelectionResult, names) -> No
         text = occupied_table(result.occupied).to_csv(float_format="%.10g")
         _atomic_write(folder / names["occupied_csv"], text.encode("utf-8"))
         fig = Figure(figsize=(6.0, 4.0), layout="constrained")
-        plots.occupied_components_figure(result.occupied, ax=fig.add_subplot())
+        plots.occupied_components_figure(result.occupied, ax=fig.add_subplot(),
+                                         reference=config.selection.occupied.reference)
         _save(fig, folder / names["occupied_figure"], out)
     record = {**result.summary, "files": names["all"]}  # checked finite before staging
     _atomic_write(folder / names["json"],
@@ -815,8 +822,8 @@ def _posterior_summary(method, tree, comparison, table, spec, messages) -> dict:
         "init": str(attrs.get("init", "map")),
         "init_jitter": float(attrs.get("init_jitter", 0.0)),
         "sampling_time_s": _finite_or_none(attrs.get("sampling_time", float("nan"))),
-        # Over every scalar parameter, lp and log_likelihood; null where all are NaN
-        # (R-hat of a single chain).
+        # Over every row of diagnostics.csv (parameters, lp, log_likelihood, sorted weights);
+        # null where all are NaN (R-hat of a single chain).
         "max_r_hat": _finite_or_none(table["r_hat"].max()),
         "min_ess_bulk": _finite_or_none(table["ess_bulk"].min()),
         "min_ess_tail": _finite_or_none(table["ess_tail"].min()),
@@ -829,6 +836,8 @@ def _posterior_summary(method, tree, comparison, table, spec, messages) -> dict:
         "lp_map": _finite_or_none(comparison.loc["lp", "map"]),
         "lp_posterior_mean": _finite_or_none(comparison.loc["lp", "mean"]),
         "lp_frac_draws_above_map": _finite_or_none(comparison.loc["lp", "frac_draws_above_map"]),
+        # Label invariant: the share of draws with each number of occupied components.
+        "occupied_components": _occupied_shares(tree),
     }
     if "laplace_newton_steps" in attrs:
         summary["laplace_newton_steps"] = int(attrs["laplace_newton_steps"])
@@ -836,6 +845,14 @@ def _posterior_summary(method, tree, comparison, table, spec, messages) -> dict:
     summary["notes"] = _notes(summary)
     summary["warnings"] = list(messages)
     return summary
+
+
+def _occupied_shares(tree) -> dict[str, float]:
+    """Fraction of draws by number of occupied components (Gibbs: holding an allocated
+    point; other methods: weight above 1 / N), keys as strings for JSON."""
+    counts = diagnostics.label_invariant_summaries(tree)["n_occupied"].values.ravel()
+    values, frequency = np.unique(counts, return_counts=True)
+    return {str(int(v)): float(f) / counts.size for v, f in zip(values, frequency, strict=True)}
 
 
 def _notes(summary) -> list[str]:
@@ -962,6 +979,21 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _csv(table: pd.DataFrame, name: str, index: bool = True) -> bytes:
+    """A table as CSV: an empty field where a statistic is undefined (R-hat of one chain,
+    divergences of Gibbs and Laplace, frac_draws_above_map outside the lp row), never the
+    text NaN; an infinite value stops the run, as in :func:`_check_finite`."""
+    numbers = table.select_dtypes("number").to_numpy(np.float64)
+    if np.isinf(numbers).any():
+        row, col = np.argwhere(np.isinf(numbers))[0]
+        raise ValueError(
+            f"the run gave an infinite value in {name} (row {table.index[row]!r}, column "
+            f"{table.select_dtypes('number').columns[col]!r}); no results were written. "
+            "Enable float64 (JAX_ENABLE_X64=1) or strengthen the prior."
+        )
+    return table.to_csv(index=index, na_rep="", float_format="%.10g").encode("utf-8")
+
+
 def _check_finite(value, path: str = "map.json") -> None:
     """Raise if any number in ``value`` is NaN or infinite, naming where."""
     if isinstance(value, dict):
@@ -1067,12 +1099,9 @@ def _write_posterior(folder: Path, config, data, gmm, posterior: dict, names) ->
     for method, result in posterior.items():
         files = names["posterior"][method]
         diagnostics.save_datatree(_without_run_facts(result.tree), folder / files["tree"])
-        # NaN (written "NaN") where a statistic is undefined: frac_draws_above_map outside
-        # the lp row, R-hat of one chain, n_divergences of Gibbs and Laplace.
         for key, table in (("comparison", result.comparison),
                            ("diagnostics", result.diagnostics)):
-            text = table.to_csv(na_rep="NaN", float_format="%.10g")
-            _atomic_write(folder / files[key], text.encode("utf-8"))
+            _atomic_write(folder / files[key], _csv(table, files[key]))
         figures = files["figures"]
         if not figures:
             continue

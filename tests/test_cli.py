@@ -215,6 +215,17 @@ def test_non_finite_results_are_never_written(tmp_path, capsys, monkeypatch):
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_tables_write_undefined_as_empty_and_refuse_infinity():
+    table = pd.DataFrame({"r_hat": [1.0, np.nan], "ess_bulk": [100.0, 50.0]},
+                         index=pd.Index(["a", "b"], name="parameter"))
+    assert experiment._csv(table, "t.csv").decode() == (
+        "parameter,r_hat,ess_bulk\na,1,100\nb,,50\n")
+    table.loc["b", "ess_bulk"] = np.inf
+    with pytest.raises(ValueError, match=r"infinite value in t.csv \(row 'b', column "
+                                         r"'ess_bulk'\); no results were written"):
+        experiment._csv(table, "t.csv")
+
+
 def test_an_interrupted_run_leaves_nothing(tmp_path, capsys, monkeypatch):
     real_save = experiment._save
     saved = []
@@ -321,7 +332,8 @@ def test_old_faithful_tables(old_faithful):
 
     table = pd.read_csv(folder / "diagnostics.csv", index_col="parameter")
     assert list(table.columns) == DIAGNOSTICS_COLUMNS
-    assert list(table.index) == list(comparison.index) + ["log_likelihood"]
+    assert list(table.index) == list(comparison.index) + [
+        "log_likelihood", "sorted_weights[0]", "sorted_weights[1]"]
     assert table["n_divergences"].nunique() == 1 and table["sampling_time_s"].nunique() == 1
     tree = load_datatree(folder / "posterior.nc")
     # The time is a fact of the run: in run.json, not in the (reproducible) posterior file.
@@ -347,6 +359,9 @@ def test_old_faithful_posterior_record(old_faithful):
     assert nuts["map_in_hdi"] == comparison.drop(index="lp")["map_in_hdi"].sum()
     assert nuts["n_parameters"] == 12
     assert nuts["relabelled_fraction"] == 0.0
+    # Two well-separated groups of eruptions: every NUTS draw keeps both components
+    # above the 1 / N occupancy threshold.
+    assert nuts["occupied_components"] == {"2": 1.0}
     assert nuts["files"][:3] == ["posterior.nc", "comparison.csv", "diagnostics.csv"]
     # Smoke sizes: 50 draws per chain cannot reach an ESS of 100 per chain, and says so.
     assert any("effective sample size" in note for note in nuts["notes"])
@@ -391,7 +406,7 @@ def test_quiet_run_compares_methods(tmp_path, capsys, monkeypatch):
     record = strict_json(folder / "posterior.json")
     assert list(record["methods"]) == ["gibbs", "laplace"]
     gibbs, laplace = record["methods"]["gibbs"], record["methods"]["laplace"]
-    # One chain: no R-hat (null in JSON, NaN in the CSV), and a note saying why.
+    # One chain: no R-hat (null in JSON, an empty field in the CSV), and a note saying why.
     assert gibbs["max_r_hat"] is None and gibbs["divergences"] is None
     assert "R-hat needs at least two chains (num_chains >= 2)." in gibbs["notes"]
     assert laplace["num_warmup"] is None and laplace["laplace_newton_steps"] >= 1
@@ -404,17 +419,19 @@ def test_quiet_run_compares_methods(tmp_path, capsys, monkeypatch):
         assert (folder / f"comparison{suffix}.csv").is_file()
         assert (folder / f"map_vs_posterior{suffix}.png").stat().st_size > 0
         assert (folder / f"trace{suffix}.png").is_file()
-    assert read_nan_column(folder / "diagnostics.csv", "r_hat")
+    assert empty_column(folder / "diagnostics.csv", "r_hat")
+    for path in folder.glob("*.csv"):  # undefined is empty, never the text NaN
+        assert "nan" not in path.read_text().lower(), path.name
     assert (folder / "forest.png").is_file()  # both methods in one forest plot
     files = strict_json(folder / "map.json")["files"]
     assert sorted(files) == sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                                    if p.is_file())
 
 
-def read_nan_column(path, column):
-    """Whether every value of the CSV column is written as NaN."""
+def empty_column(path, column):
+    """Whether every value of the CSV column is an empty field."""
     values = pd.read_csv(path, keep_default_na=False)[column]
-    return bool(len(values)) and set(values) == {"NaN"}
+    return bool(len(values)) and set(values) == {""}
 
 
 def test_posterior_without_figures_and_a_summary(tmp_path, capsys):

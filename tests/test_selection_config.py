@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bayes_gmm import plots
 from bayes_gmm.cli import main
 from bayes_gmm.config import ConfigError, load_config, parse_config
 from bayes_gmm.experiment import check_selection, load_data
@@ -56,7 +57,9 @@ def test_the_shipped_configs_load():
     assert galaxy.selection.criteria == CRITERIA
     assert galaxy.selection.occupied.k_max == 10
     assert galaxy.selection.occupied.weight_concentration_prior == 0.01
+    assert galaxy.selection.occupied.reference == (3, 7)  # Richardson & Green (1997)
     synthetic = load_config(SYNTHETIC)
+    assert synthetic.selection.occupied.reference is None
     assert synthetic.selection.k_values == list(range(1, 7))
     assert len(synthetic.data.weights) == synthetic.model.n_components == 3
 
@@ -69,6 +72,9 @@ def test_defaults_and_spellings():
     assert parse("[selection]\nks = [5, 2, 2]\n").selection.k_values == [2, 5]
     spec = parse("[selection]\ncriteria = ['bic']\n[selection.occupied]\n").selection
     assert spec.criteria == ("bic",) and spec.occupied.k_max == 10
+    assert spec.occupied.reference is None
+    spec = parse("[selection]\n[selection.occupied]\nreference = [4, 4]\n").selection
+    assert spec.occupied.reference == (4, 4)
     assert parse("").selection is None
 
 
@@ -96,6 +102,16 @@ def test_the_config_config_record_is_plain_json():
      "selection.occupied.weight_concentration_prior", "> 0"),
     ("[selection]\n[selection.occupied]\ne0 = 0.1\n", "selection.occupied.e0",
      "Remove it or fix its name"),
+    ("[selection]\n[selection.occupied]\nreference = [7, 3]\n",
+     "selection.occupied.reference", "1 <= low <= high"),
+    ("[selection]\n[selection.occupied]\nreference = [0, 3]\n",
+     "selection.occupied.reference", "1 <= low <= high"),
+    ("[selection]\n[selection.occupied]\nreference = [3, 5, 7]\n",
+     "selection.occupied.reference", "two numbers of components"),
+    ("[selection]\n[selection.occupied]\nreference = [3.5, 7]\n",
+     "selection.occupied.reference", "a list of integers.*reference = \\[3, 7\\]"),
+    ("[selection]\n[selection.occupied]\nreference = 3\n",
+     "selection.occupied.reference", "a list of integers"),
     ("selection = 3\n", "selection", "a table"),
 ])
 def test_bad_keys_and_values_are_named(text, key, words):
@@ -173,14 +189,25 @@ def synthetic_run(tmp_path_factory):
     for shipped, smoke in SMOKE.items():
         assert shipped in text, shipped
         text = text.replace(shipped, smoke)
+    # A reference range, as configs/choosing_k.toml has for the galaxy velocities.
+    text = text.replace("[selection.occupied]\n", "[selection.occupied]\nreference = [2, 3]\n")
     path = tmp_path / SYNTHETIC.name
     path.write_text(text)
-    status, out, err = run(["run", str(path), "--output-dir", str(tmp_path)])
-    return status, out, err, tmp_path / "choosing_k_synthetic"
+    references = []  # the reference the writer passes to the figure
+
+    def spy(*args, **kwargs):
+        references.append(kwargs.get("reference"))
+        return drawn(*args, **kwargs)
+
+    drawn = plots.occupied_components_figure
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "occupied_components_figure", spy)
+        status, out, err = run(["run", str(path), "--output-dir", str(tmp_path)])
+    return status, out, err, tmp_path / "choosing_k_synthetic", references
 
 
 def test_the_cli_writes_the_selection_files(synthetic_run):
-    status, _, err, folder = synthetic_run
+    status, _, err, folder, _ = synthetic_run
     assert status == 0, err
     for name in ("selection.csv", "selection.png", "selection.json",
                  "occupied_components.csv", "occupied_components.png", "map.json"):
@@ -205,15 +232,26 @@ def test_the_cli_writes_the_selection_files(synthetic_run):
 
 
 def test_the_main_fit_keeps_model_n_components(synthetic_run):
-    _, _, _, folder = synthetic_run
+    _, _, _, folder, _ = synthetic_run
     assert json.loads((folder / "map.json").read_text())["n_components"] == 3
 
 
 def test_the_summary_names_the_best_k(synthetic_run):
-    _, out, _, folder = synthetic_run
+    _, out, _, folder, _ = synthetic_run
     record = json.loads((folder / "selection.json").read_text())
     assert "choosing K     K = 1..3" in out
     best = ", ".join(f"{c} {k}" for c, k in record["best"].items())
     assert f"best K: {best}" in out
     assert f"occupied     mode {record['occupied']['mode']}" in out
     assert "selection.csv" in out
+
+
+def test_the_reference_range_is_drawn_and_summarised(synthetic_run):
+    status, _, err, folder, references = synthetic_run
+    assert status == 0, err
+    assert references == [(2, 3)]  # shaded on occupied_components.png
+    record = json.loads((folder / "selection.json").read_text())["occupied"]
+    occupied = pd.read_csv(folder / "occupied_components.csv", index_col="n_occupied")
+    assert record["reference"] == [2, 3]
+    np.testing.assert_allclose(record["reference_probability"],
+                               occupied["probability"].loc[2:3].sum())

@@ -25,8 +25,8 @@ GALAXY = ROOT / "configs" / "prior_sensitivity_galaxy.toml"
 SMOKE = {
     "n_init = 5": "n_init = 1",
     "num_chains = 4": "num_chains = 2",
-    "num_warmup = 300": "num_warmup = 30",
-    "num_samples = 500": "num_samples = 40",
+    "num_warmup = 1000": "num_warmup = 30",
+    "num_samples = 2000": "num_samples = 40",
     "posterior_figures = true": "posterior_figures = false",
     "log_posterior_figure = true": "log_posterior_figure = false",
     "geomspace = [0.001, 10.0, 16]": "geomspace = [0.01, 10.0, 4]",
@@ -80,6 +80,8 @@ def test_the_shipped_configs_load():
                                    np.geomspace(0.001, 10.0, 16))
         assert spec.combine == "cross" and spec.n_points == 80
         json.dumps(load_config(path).to_dict(), allow_nan=False)
+    # The galaxy velocities in 1000 km/s, as in the literature and notebook 03.
+    assert load_config(GALAXY).data.thousands
 
 
 def test_three_spellings_of_an_axis_and_the_defaults():
@@ -210,9 +212,12 @@ def test_cli_writes_the_sweep(old_faithful):
     assert sweep.sizes["weight_concentration_prior"] == 4
     assert sweep.sizes["mean_precision_prior"] == 2 and sweep.sizes["component"] == 3
     assert sweep["converged"].dtype == bool
-    # Every fit starts at the MAP: the reference (the base prior from there) is the MAP.
+    # Every fit starts at the MAP: the reference (the base prior from there) is the MAP, up
+    # to the EM step it takes before it stops. EM stops on the log posterior's relative
+    # change (tol 1e-6), and at this slowly converging mode (the spare component) one more
+    # step still moves a weight by ~3e-4 in float64 (less in float32).
     np.testing.assert_allclose(np.sort(sweep["reference_weights"].values),
-                               np.sort(record["weights"]), atol=1e-4)
+                               np.sort(record["weights"]), atol=1e-3)
 
     table = pd.read_csv(folder / "sweep.csv")
     assert len(table) == 4 * 2 * 3
