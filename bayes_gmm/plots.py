@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from bayes_gmm.covariance import as_full_covariances
 from bayes_gmm.em import e_step
@@ -945,6 +945,9 @@ def sweep_figure(dataset, quantities=SWEEP_DEFAULT_QUANTITIES, *, hyperparameter
                 ax.legend(fontsize="x-small", frameon=False)
             if is_geometric(dataset[name].values):
                 ax.set_xscale("log")
+                # On an axis of under two decades matplotlib labels the minor ticks too,
+                # and they overlap; the major ticks are enough.
+                ax.xaxis.set_minor_formatter(NullFormatter())
             if i == 0:
                 ax.set_title(name, fontsize="medium")
             if j == 0:

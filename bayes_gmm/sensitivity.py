@@ -103,6 +103,12 @@ def prior_sweep(
 ) -> xr.Dataset:
     """MAP fits over a grid of hyperparameters, as one compiled, vmapped computation.
 
+    Every point starts from the same parameters, so the sweep follows one mode of the
+    posterior as the prior moves: EM climbs from there and does not jump to another
+    mode. Where the prior would favour a different configuration (with a small weight
+    concentration, fewer components), a fresh fit from k-means++ may find a higher mode
+    than the sweep reports; compare ``log_posterior`` with such a fit where it matters.
+
     Parameters
     ----------
     x : array or DataFrame of shape (n_samples, n_features)
@@ -651,7 +657,8 @@ def power_scaling_sensitivity(tree: xr.DataTree, *, var_names=None,
     Returns
     -------
     pandas.DataFrame
-        Indexed by scalar parameter, e.g. ``"means[0, 1]"`` (component first); columns
+        Indexed by scalar parameter, e.g. ``"means[0, 1]"`` (component first; of a
+        full or tied covariance matrix the upper triangle only); columns
         ``prior``, ``likelihood`` (the sensitivities) and ``diagnosis`` (psense's
         verdict: ``"✓"``, ``"potential strong prior / weak likelihood"`` or
         ``"potential prior-data conflict"``).
@@ -673,7 +680,23 @@ def power_scaling_sensitivity(tree: xr.DataTree, *, var_names=None,
     finally:
         logger.setLevel(level)
     table.index.name = "parameter"
-    return table
+    return table.drop(index=_mirrored_covariances(renamed["posterior"], table.index))
+
+
+def _mirrored_covariances(posterior, labels) -> list[str]:
+    """Rows ``covariances[..., a, b]`` below the diagonal of a symmetric matrix: the same
+    number as ``[..., b, a]``, so reported once (upper triangle, as the comparison
+    table does) and not counted twice."""
+    if "covariances" not in posterior or "feature_bis" not in posterior["covariances"].dims:
+        return []
+    position = {str(v): i for i, v in enumerate(posterior["feature"].values)}
+    mirrored = []
+    for label in labels:
+        if label.startswith("covariances["):
+            *_, row, column = label[len("covariances["):-1].split(", ")
+            if position[row] > position[column]:
+                mirrored.append(label)
+    return mirrored
 
 
 def cjs_distance(a, b) -> float:
@@ -807,6 +830,8 @@ def refit_check(
         return {label: values for label, values in _scalar_columns(ds)}
 
     base_columns = flat(base, align=False)
+    for label in _mirrored_covariances(_psense_tree(tree)["posterior"], list(base_columns)):
+        del base_columns[label]  # a symmetric matrix: its upper triangle, as psense's rows
     refits = [flat(run(key, p)) for p in priors[1:]]
     noise_columns = flat(run(noise_key, prior))
     logs = np.log2(alphas)

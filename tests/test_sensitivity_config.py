@@ -230,7 +230,7 @@ def test_cli_writes_the_sweep(old_faithful):
 
     power = pd.read_csv(folder / "power_scaling.csv", index_col="parameter")
     assert list(power.columns) == ["prior", "likelihood", "diagnosis"]
-    assert len(power) == 3 + 3 * 2 + 3 * 4
+    assert len(power) == 3 + 3 * 2 + 3 * 3  # covariances: the upper triangle only
     summary = json.loads((folder / "sensitivity.json").read_text())
     assert summary["n_points"] == 8
     assert summary["power_scaling"]["method"] == "gibbs"
