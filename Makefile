@@ -53,7 +53,9 @@ bench: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) results build *.egg-info
 
-# Simulation-based calibration of the samplers at full size (benchmarks/sbc.py; results in
-# benchmarks/results/sbc*): about an hour on a quiet 2-core machine.
+# Simulation-based calibration of both samplers at full size (benchmarks/sbc.py; results in
+# benchmarks/results/sbc*): 500 simulations per sampler in each of four cells (full and
+# diag, K = 2 and 3). About 10 minutes on a 2-core machine (9 extrapolated from timed runs
+# of 100 and 200 simulations per cell at a load of 2 to 5; see benchmarks/README.md).
 sbc: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/sbc.py

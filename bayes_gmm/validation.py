@@ -181,7 +181,7 @@ def nuts_sampler(num_draws: int = 99, *, num_warmup: int = 200, thinning: int = 
     potential energy and a map back to the constrained sites that take the data as an
     argument, so ``x`` may be a traced, batched array; :func:`numpyro.infer.hmc.hmc`
     gives the pure ``init_kernel`` / ``sample_kernel`` pair that ``MCMC`` itself runs
-    (the same step-size and diagonal mass-matrix adaptation, the same multinomial NUTS).
+    (the same NUTS transition, the same step-size and diagonal mass-matrix adaptation).
     The chain starts where :func:`bayes_gmm.posterior.draw` starts it: the MAP, mapped to
     the unconstrained space (``init_to_value``).
     """
@@ -216,8 +216,9 @@ def nuts_sampler(num_draws: int = 99, *, num_warmup: int = 200, thinning: int = 
 
     run.vectorized = True
     # Under vmap a while_loop runs until its slowest lane is done, so every NUTS
-    # transition of a batch costs the deepest tree in it: small batches waste less (10
-    # simulations per batch was fastest at N = 50, K = 2, on 2 CPU cores).
+    # transition of a batch costs the deepest tree in it: small batches waste less (at
+    # N = 50, K = 2, full, on 2 CPU cores, batches of 10 took 0.12 s per simulation, of
+    # 40 0.18 s, of 1 0.15 s).
     run.batch_size = 10
     run.label = f"nuts(L={num_draws}, warmup={num_warmup}, thinning={thinning})"
     return run
