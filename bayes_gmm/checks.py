@@ -233,3 +233,21 @@ def data_scale(x, dtype, name: str = "X") -> float:
     if abs(log2_spread) <= STANDARDISE_LOG2:
         return 1.0
     return float(2.0 ** np.round(log2_spread))
+
+
+def seed_from(random_state) -> int:
+    """An integer seed from scikit-learn's kinds of ``random_state``."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state < 2**32:
+            raise ValueError(f"random_state must be in [0, 2**32); got {random_state}.")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    raise TypeError(
+        "random_state must be None, an int, a numpy.random.Generator or a RandomState; "
+        f"got {random_state!r}."
+    )

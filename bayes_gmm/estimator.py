@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import numbers
 import warnings
 
 import jax
@@ -28,6 +27,7 @@ from bayes_gmm.checks import (
     check_is_fitted,
     data_scale,
     feature_names,
+    seed_from,
 )
 from bayes_gmm.covariance import KINDS, as_full_covariances
 from bayes_gmm.em import INIT_METHODS, GMMParams, e_step, fit_map
@@ -218,7 +218,7 @@ class BayesianGMM:
             covariance_prior=self.covariance_prior,
         )
         start = self._checked_initial_values(n_components, n_features)
-        seed = _seed(self.random_state)
+        seed = seed_from(self.random_state)
         # Data far from unit scale are fitted divided by a power of two (exact), and the
         # estimate is mapped back below; checks.data_scale says why (or why it cannot be).
         # (Streamed data are fitted as they come.)
@@ -392,7 +392,7 @@ class BayesianGMM:
         """
         check_is_fitted(self)
         n_samples = check_int(n_samples, "n_samples", 1)
-        rng = np.random.default_rng(_seed(self.random_state))
+        rng = np.random.default_rng(seed_from(self.random_state))
         counts = rng.multinomial(n_samples, self.weights_ / self.weights_.sum())
         choleskys = np.linalg.cholesky(
             as_full_covariances(
@@ -471,7 +471,7 @@ class BayesianGMM:
             "dead": self.dead_components_,
             "seed": self.seed_,
         }
-        key = jax.random.fold_in(jax.random.key(_seed(self.random_state)), 1)
+        key = jax.random.fold_in(jax.random.key(seed_from(self.random_state)), 1)
         return posterior.sample(
             key,
             x.astype(self.means_.dtype),
@@ -616,24 +616,6 @@ def _unscaled_fit(params, info, scale, shape, covariance_type):
         params_history=history,
     )
     return _scaled_params(params, scale), info
-
-
-def _seed(random_state) -> int:
-    """An integer seed from scikit-learn's kinds of ``random_state``."""
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**31 - 1))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if not 0 <= random_state < 2**32:
-            raise ValueError(f"random_state must be in [0, 2**32); got {random_state}.")
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31 - 1))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**31 - 1))
-    raise TypeError(
-        "random_state must be None, an int, a numpy.random.Generator or a RandomState; "
-        f"got {random_state!r}."
-    )
 
 
 def _finite(value, name, shape, shape_text) -> np.ndarray:

@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from bayes_gmm.checks import check_data, check_float, check_int
+from bayes_gmm.checks import check_data, check_float, check_int, seed_from
 from bayes_gmm.covariance import KINDS
 from bayes_gmm.em import GMMParams, e_step, fit_map
 from bayes_gmm.exceptions import ConvergenceWarning
@@ -266,7 +266,7 @@ def select_k(
         "covariance_prior": covariance_prior,
     }
     _check_scalar_concentration(weight_concentration_prior, "select_k")
-    seed = _check_seed(random_state)
+    seed = seed_from(random_state)
 
     validation = None
     if "heldout" in criteria:
@@ -654,7 +654,7 @@ def occupied_components(
         "max_iter": check_int(max_iter, "max_iter", 1),
         "tol": 1e-6,
     }
-    seed = _check_seed(random_state)
+    seed = seed_from(random_state)
     overrides = {
         "mean_prior": mean_prior,
         "mean_precision_prior": mean_precision_prior,
@@ -809,20 +809,3 @@ def _check_scalar_concentration(value, where) -> None:
         )
 
 
-def _check_seed(random_state) -> int:
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**31 - 1))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if not 0 <= random_state < 2**32:
-            raise ValueError(f"random_state must be in [0, 2**32); got {random_state}.")
-        return int(random_state)
-    raise TypeError(f"random_state must be None or an int seed; got {random_state!r}.")
-
-
-__all__ = [
-    "CRITERIA",
-    "SPARSE_CONCENTRATION",
-    "OccupiedComponents",
-    "occupied_components",
-    "select_k",
-]

@@ -67,14 +67,9 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import os
-import platform
 import time
 import warnings
 from importlib.metadata import version
-from pathlib import Path
 
 import jax
 
@@ -83,12 +78,13 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.monitoring  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import RESULTS_DIR, append_csv, load, machine, versions  # noqa: E402
 
 from bayes_gmm import BayesianGMM, datasets  # noqa: E402
 from bayes_gmm.diagnostics import diagnostics_table, to_datatree  # noqa: E402
 from bayes_gmm.posterior import draw  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "samplers.csv"
+RESULTS = RESULTS_DIR / "samplers.csv"
 NUM_CHAINS = 4
 MAP_SEED = 0
 WARM_KEY, TIMED_KEY = 1, 2
@@ -184,10 +180,6 @@ class CompileClock:
                 total += end - start
                 reach = end
         return total
-
-
-def load():
-    return os.getloadavg()[0]
 
 
 def call_draw(clock, key, x, gmm, method, init, sizes):
@@ -310,38 +302,6 @@ def expectations(rows):
     return lines
 
 
-def machine():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cpu = cpu or "unknown CPU"
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs"
-
-
-def append_csv(rows, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine(),
-        "jax": jax.__version__,
-        "numpyro": version("numpyro"),
-        "arviz_stats": version("arviz_stats"),
-        "numpy": np.__version__,
-    }
-    fields = list(stamp) + list(rows[0])
-    new_file = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new_file:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({**stamp, **{k: (f"{v:.4g}" if isinstance(v, float) else v)
-                                         for k, v in row.items()}})
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -378,7 +338,7 @@ def main():
     for line in expectations(rows):
         print(line)
     if not args.no_csv:
-        append_csv(rows, RESULTS)
+        append_csv(rows, RESULTS, **versions("jax", "numpyro", "arviz_stats", "numpy"))
         print(f"appended to {RESULTS}")
 
 

@@ -277,7 +277,7 @@ def test_other_bad_settings():
         select_k(SMALL, [1, 2], criteria="bic", mean_precision_prior=-1.0)
     with pytest.raises(ValueError, match="num_samples must be an integer >= 1"):
         select_k(SMALL, [1], num_samples=0)
-    with pytest.raises(TypeError, match="random_state must be None or an int"):
+    with pytest.raises(TypeError, match="random_state must be None, an int"):
         select_k(SMALL, [1], criteria="bic", random_state="seed")
     with pytest.raises(ValueError, match="covariance_type"):
         select_k(SMALL, [1], covariance_type="fully")
