@@ -6,7 +6,9 @@ Runs, each in its own process (each sets up JAX its own way) and in this order:
 2. ``em_vs_sklearn.py``: the headline cell in depth (compile times, the in-cache bound);
 3. ``streaming.py``: N = 2e7 from a memmapped file, peak memory and time per pass;
 4. ``devices.py``: sharded equals unsharded on simulated devices; GPU against CPU;
-5. ``cost_growth.py``: time per iteration against N, K and D, with log-log slopes.
+5. ``cost_growth.py``: time per iteration against N, K and D, with log-log slopes;
+6. ``sweep.py``: a 256-point prior sweep as one compiled call, against scikit-learn fits;
+7. ``samplers.py``: min-ESS per second of Gibbs and NUTS (from the MAP and by default).
 
 Then it writes ``benchmarks/results/headline.md``: the date, the machine and the numbers
 the README's table carries, taken from the rows this run appended. ``--quick`` passes
@@ -37,7 +39,8 @@ import _common
 from _common import load, machine
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("em_grid", "em_vs_sklearn", "streaming", "devices", "cost_growth")
+SCRIPTS = ("em_grid", "em_vs_sklearn", "streaming", "devices", "cost_growth", "sweep",
+           "samplers")
 
 
 def rows_since(name, since):
@@ -112,6 +115,27 @@ def headline(since):
                   "| factor | slope | slope, largest three | expected |", "|---|---|---|---|"]
         lines += [f"| {r['factor']} | {_num(r['slope'], '{:.2f}')} | "
                   f"{_num(r['slope_top3'], '{:.2f}')} | {r['expected']} |" for r in slopes]
+        lines.append("")
+    sweep = rows_since("sweep", since)
+    if sweep:
+        r = sweep[-1]
+        lines += ["## Prior sweep, Old Faithful, K = 2 (`sweep.py`)", "",
+                  "| points | bayes_gmm fits/s | scikit-learn fits/s | speed-up (>= 50) | "
+                  "per EM iteration | compile s | load |", "|---|---|---|---|---|---|---|",
+                  f"| {r['n_points']} | {_num(r['ours_total_fits_per_s'], '{:.0f}')} | "
+                  f"{_num(r['sklearn_fits_per_s'], '{:.1f}')} | "
+                  f"{_num(r['speedup_total'], '{:.0f}')}x | "
+                  f"{_num(r['speedup_per_iter'], '{:.0f}')}x | {_num(r['compile_s'], '{:.1f}')} | "
+                  f"{_num(r['load_before'], '{:.1f}')} |", ""]
+    samplers = rows_since("samplers", since)
+    if samplers:
+        lines += ["## Samplers (`samplers.py`)", "",
+                  "| data | sampler | min ESS/s | / NUTS(MAP) | max R-hat | divergences | load |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['sampler']} | {_num(r['min_ess_per_s'], '{:.1f}')} | "
+                  f"{_num(r['ratio_vs_nuts_map'], '{:.1f}')} | {_num(r['max_rhat'], '{:.3f}')} | "
+                  f"{r.get('divergences') or 'n/a'} | {_num(r['load_before'], '{:.1f}')} |"
+                  for r in samplers]
         lines.append("")
     return "\n".join(lines)
 

@@ -331,14 +331,16 @@ def main():
         extra = "" if labels is None else f", overlap {100 * overlap(x, labels):.1f}%"
         print(f"\n{name}: N = {x.shape[0]}, D = {x.shape[1]}, K = {k}{extra}; MAP log "
               f"posterior {gmm.lower_bound_:.2f} after {gmm.n_iter_} EM steps")
-        rows += run_case(clock, name, x, k, gmm, sizes, samplers)
+        case_rows = run_case(clock, name, x, k, gmm, sizes, samplers)
+        if not args.no_csv:  # each data set as soon as it is done: a stopped run keeps it
+            append_csv(case_rows, RESULTS, **versions("jax", "numpyro", "arviz_stats", "numpy"))
+        rows += case_rows
     print()
     print_table(rows)
     print()
     for line in expectations(rows):
         print(line)
     if not args.no_csv:
-        append_csv(rows, RESULTS, **versions("jax", "numpyro", "arviz_stats", "numpy"))
         print(f"appended to {RESULTS}")
 
 

@@ -120,7 +120,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="repetitions, best of")
     parser.add_argument("--no-csv", action="store_true", help="print only")
+    parser.add_argument("--quick", action="store_true", help="one round (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
     x = old_faithful().to_numpy(np.float64)
