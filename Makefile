@@ -29,8 +29,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/bayes-gmm run configs/em_walkthrough.toml --overwrite
 
-# The suite runs twice: JAX's default float32 and again with float64 enabled. Most of its
-# time is XLA compiling (one core each), so two workers nearly halve it.
+# The suite runs twice: JAX's default float32 and again with float64 enabled (tests that
+# do not depend on the precision run in the first pass only: tests/conftest.py). Most of
+# its time is XLA compiling (one core each), so two workers nearly halve it.
 PYTEST := $(BIN)/python -m pytest -q -n 2
 
 test: $(VENV)/.installed-test
@@ -44,7 +45,9 @@ test-fast: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check bayes_gmm tests benchmarks
 
-# The benchmark suite (benchmarks/README.md): about 35 minutes on a quiet 2-core machine.
+# The benchmark suite (benchmarks/README.md): about 35 minutes on a quiet 2-core machine,
+# then the samplers, whose NUTS from NumPyro's default start on the synthetic set alone
+# can take over 40 (`python benchmarks/run_all.py --only ...` runs a part).
 # `make bench BENCH_ARGS=--quick` is a smoke run of a few minutes.
 bench: $(VENV)/.installed-test
 	$(BIN)/python -c 'import gmmx, sklearn' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[test,bench]'
