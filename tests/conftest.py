@@ -1,6 +1,9 @@
 """Shared test settings: the suite runs once in float32 (JAX's default) and once with
 JAX_ENABLE_X64=1, so tolerances are derived from the precision in use."""
 
+import gc
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -9,6 +12,58 @@ X64 = bool(jax.config.jax_enable_x64)
 DTYPE = np.float64 if X64 else np.float32
 EPS = float(np.finfo(DTYPE).eps)
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+# XLA's CPU compiler maps about 500 memory regions per compiled program of the EM core's
+# size, and keeps them while JAX caches the program. A test worker compiles a few hundred
+# programs, which would exhaust the kernel's vm.max_map_count (65530 by default) and crash
+# the compiler with a segmentation fault. So the caches are dropped when the count grows:
+# between modules (a fixture's programs are not needed by the next module), and within a
+# module only as a last resort (a test that counts re-tracing could then see one).
+_MAPS = Path("/proc/self/maps")
+MAPS_BETWEEN_MODULES = 20_000
+MAPS_WITHIN_MODULE = 45_000
+
+
+def _map_count() -> int:
+    if not _MAPS.exists():  # not Linux: no such limit to watch
+        return 0
+    with _MAPS.open("rb") as maps:
+        return sum(1 for _ in maps)
+
+
+def _release_compiled_programs(limit):
+    if _map_count() > limit:
+        jax.clear_caches()
+        gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs_between_modules():
+    yield
+    _release_compiled_programs(MAPS_BETWEEN_MODULES)
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs_if_near_the_limit():
+    yield
+    _release_compiled_programs(MAPS_WITHIN_MODULE)
+
+
+# Some tests do not depend on the precision and are costly, so they run once, in the
+# float32 pass (JAX's default, what most users run): end-to-end plumbing (the CLI,
+# figures, configs, the README, notebooks, reproducibility, scikit-learn's estimator
+# checks) and Monte Carlo comparisons whose tolerance is set by the sampling error (SBC,
+# NUTS against closed forms and against Gibbs). The numerics they rest on are tested in
+# both passes. Such a test or module carries ``pytest.mark.float32_pass``.
+def pytest_collection_modifyitems(config, items):
+    if not X64:
+        return
+    skip = pytest.mark.skip(reason="does not depend on the precision: runs once, in the "
+                                   "float32 pass (tests/conftest.py)")
+    for item in items:
+        if item.get_closest_marker("float32_pass"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(params=COVARIANCE_TYPES)

@@ -22,6 +22,8 @@ from bayes_gmm.config import load_config
 from bayes_gmm.datasets import two_gaussians
 from bayes_gmm.diagnostics import load_datatree
 
+pytestmark = pytest.mark.float32_pass
+
 ROOT = Path(__file__).resolve().parents[1]
 WALKTHROUGH = ROOT / "configs" / "em_walkthrough.toml"
 OLD_FAITHFUL = ROOT / "configs" / "old_faithful.toml"

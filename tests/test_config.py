@@ -21,6 +21,8 @@ from bayes_gmm.config import (
     parse_config,
 )
 
+pytestmark = pytest.mark.float32_pass
+
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = """
 name = "demo"

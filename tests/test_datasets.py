@@ -7,6 +7,8 @@ import pytest
 
 from bayes_gmm import datasets
 
+pytestmark = pytest.mark.float32_pass
+
 
 def test_old_faithful_matches_its_readme():
     frame = datasets.old_faithful()

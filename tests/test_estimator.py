@@ -381,6 +381,7 @@ if parametrize_with_checks is not None:
             expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
         )
 
+    @pytest.mark.float32_pass  # the API contract; the fits it makes are tested in both
     @sklearn_checks
     def test_sklearn_compatible(estimator, check):
         with warnings.catch_warnings():

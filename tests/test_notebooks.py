@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import X64
 
 from bayes_gmm.config import load_config
 
@@ -33,7 +32,7 @@ CELL_TIMEOUT = 300  # seconds per cell, at smoke sizes; a hung sampler fails, no
 MAX_BYTES = 3_000_000  # a committed notebook with its figures; more means oversized outputs
 CONFIG_LINK = re.compile(r"configs/([A-Za-z0-9._-]+\.toml)")
 
-pytestmark = pytest.mark.notebook
+pytestmark = [pytest.mark.notebook, pytest.mark.float32_pass]
 
 
 def read(path):
@@ -93,8 +92,6 @@ def test_the_kernel_is_this_interpreter():
     )
 
 
-@pytest.mark.skipif(X64, reason="notebooks run in the float32 pass only: their cost is "
-                    "compiling, and float64 is covered by the library's own tests")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path):
     committed = read(path)

@@ -13,6 +13,8 @@ from reference import covariance_matrices
 from bayes_gmm import BayesianGMM, GMMParams, compare_map_posterior, plots
 from bayes_gmm.datasets import two_gaussians
 
+pytestmark = pytest.mark.float32_pass
+
 plt.switch_backend("Agg")
 K, D = 2, 2
 

@@ -22,6 +22,8 @@ import pytest
 import bayes_gmm
 from bayes_gmm.cli import main
 
+pytestmark = pytest.mark.float32_pass
+
 CONFIG = """\
     name = "same"
     seed = 11

@@ -20,6 +20,8 @@ from bayes_gmm.config import ConfigError, load_config, parse_config
 from bayes_gmm.experiment import check_selection, load_data
 from bayes_gmm.selection import CRITERIA
 
+pytestmark = pytest.mark.float32_pass
+
 ROOT = Path(__file__).resolve().parents[1]
 GALAXY = ROOT / "configs" / "choosing_k.toml"
 SYNTHETIC = ROOT / "configs" / "choosing_k_synthetic.toml"

@@ -111,6 +111,27 @@ def test_sweep_does_not_retrace(data, crossed):
     assert other.sizes["point"] == 4 and again.sizes["mean_precision_prior"] == 4
 
 
+def test_one_trace_serves_every_point(data, monkeypatch):
+    """Data of a new shape (a fresh trace): the per-point fit is traced once for all six
+    points (vmap), not once per point, and the sweep compiles once."""
+    from bayes_gmm import sensitivity
+
+    x, prior, start = data
+    calls = []
+
+    def counting_fit_map(*args, **kwargs):
+        calls.append(1)
+        return fit_map(*args, **kwargs)
+
+    monkeypatch.setattr(sensitivity, "fit_map", counting_fit_map)
+    before = TRACE_COUNT["sweep"]
+    ds = prior_sweep(x[:-1], prior, {"mean_precision_prior": [0.01, 0.1, 1.0, 3.0, 10.0, 30.0]},
+                     init_params=start)
+    assert ds.sizes["mean_precision_prior"] == 6
+    assert TRACE_COUNT["sweep"] == before + 1
+    assert len(calls) == 1
+
+
 def test_dataset_layout_and_dataframe(data, crossed):
     x, prior, start = data
     ds = crossed

@@ -18,6 +18,8 @@ from bayes_gmm.cli import main
 from bayes_gmm.config import ConfigError, load_config, parse_config
 from bayes_gmm.sensitivity import HYPERPARAMETERS
 
+pytestmark = pytest.mark.float32_pass
+
 ROOT = Path(__file__).resolve().parents[1]
 OLD_FAITHFUL = ROOT / "configs" / "prior_sensitivity.toml"
 GALAXY = ROOT / "configs" / "prior_sensitivity_galaxy.toml"

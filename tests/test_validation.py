@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import X64
 from scipy import stats
 
 from bayes_gmm import em, gibbs, validation
@@ -95,8 +94,7 @@ def _check(result):
 
 
 @pytest.mark.sbc
-@pytest.mark.skipif(X64, reason="SBC smoke runs once, in the float32 pass (time budget); "
-                    "the samplers' float64 agreement is tested in test_gibbs/test_posterior")
+@pytest.mark.float32_pass
 def test_gibbs_passes_sbc(prior, tmp_path):
     sampler = validation.gibbs_sampler(NUM_DRAWS, num_warmup=NUM_WARMUP, thinning=THINNING)
     result = validation.sbc(jax.random.key(0), prior, covariance_type="full", sampler=sampler,
@@ -108,7 +106,7 @@ def test_gibbs_passes_sbc(prior, tmp_path):
 
 
 @pytest.mark.sbc
-@pytest.mark.skipif(X64, reason="SBC smoke runs once, in the float32 pass (time budget)")
+@pytest.mark.float32_pass
 def test_sbc_rejects_a_gibbs_sampler_that_forgets_the_prior_scale(prior, monkeypatch):
     """The test of the test: one deliberately wrong update, and SBC must say so."""
     correct = gibbs.conditional_posterior
@@ -187,6 +185,7 @@ def _moments(draws, pivot):
     return pd.DataFrame.from_dict(out, orient="index", columns=["mean", "sd", "se", "rse_sd"])
 
 
+@pytest.mark.float32_pass
 def test_vectorised_nuts_agrees_with_gibbs(simulated):
     """Two independent samplers of one posterior: aligned posterior means and sds agree
     within their joint Monte Carlo error."""
@@ -205,7 +204,7 @@ def test_vectorised_nuts_agrees_with_gibbs(simulated):
 
 
 @pytest.mark.sbc
-@pytest.mark.skipif(X64, reason="SBC smoke runs once, in the float32 pass (time budget)")
+@pytest.mark.float32_pass
 def test_nuts_passes_sbc_compiled_once(prior):
     """60 simulations in 6 batches of 10, one trace (so one compilation) for all."""
     sampler = validation.nuts_sampler(NUM_DRAWS, num_warmup=100, thinning=2)
