@@ -35,7 +35,7 @@ demo: $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest -q -n 2
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check bayes_gmm tests benchmarks
+	$(BIN)/ruff check .
 	JAX_ENABLE_X64=0 $(PYTEST)
 	JAX_ENABLE_X64=1 $(PYTEST)
 
@@ -43,7 +43,7 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -x
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check bayes_gmm tests benchmarks
+	$(BIN)/ruff check .
 
 # The benchmark suite (benchmarks/README.md): about 35 minutes on a quiet 2-core machine,
 # then the samplers, whose NUTS from NumPyro's default start on the synthetic set alone
