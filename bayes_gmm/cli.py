@@ -101,6 +101,7 @@ def _run(args) -> int:
 
     try:
         config = load_config(args.config)
+        bayes_gmm.compilation_cache.configure(config.compilation_cache)  # before compiling
         result = run_experiment(
             config, config_path=args.config, output_dir=args.output_dir,
             overwrite=args.overwrite, progress=not args.quiet,

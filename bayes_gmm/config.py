@@ -19,6 +19,8 @@ dataclass and one entry of :data:`DATA_KINDS`)::
     name = "em_walkthrough"          # the results folder: <output_dir>/<name>
     seed = 14                        # one integer: the data draw and the initialisation
     output_dir = "results"           # relative to the working directory
+    compilation_cache = false        # optional: off, or a folder (relative to this file);
+                                     # left out: the default (bayes_gmm.compilation_cache)
 
     [data]
     source = "synthetic"             # or "builtin" (name = ...) or "csv" (path = ...)
@@ -657,6 +659,10 @@ class ExperimentConfig:
     model: ModelConfig
     seed: int = _minimum(0, default=0)
     output_dir: str = "results"
+    # A folder, false (off) or true (the default folder): JAX's persistent compilation
+    # cache for this run, set by the CLI before anything compiles.
+    compilation_cache: Path | bool = field(
+        default=True, metadata={"example": '"~/.cache/bayes_gmm/jax" (a folder) or false'})
     prior: PriorConfig = PriorConfig()
     posterior: PosteriorConfig | None = None  # None: the MAP only
     output: OutputConfig = OutputConfig()
@@ -675,6 +681,13 @@ class ExperimentConfig:
             )
         if self.seed >= 2**32:
             where.fail("seed", "an integer in [0, 2**32)", str(self.seed), "Use a smaller seed.")
+        if isinstance(self.compilation_cache, Path) and (
+                self.compilation_cache.exists() and not self.compilation_cache.is_dir()):
+            where.fail(
+                "compilation_cache", "a folder, true or false",
+                f"{str(self.compilation_cache)!r}, which is a file",
+                "Name a folder (created if missing), or write false to turn the cache off.",
+            )
         _check_prior_shapes(self, where)
         _check_sensitivity(self, where)
         _check_selection(self, where)

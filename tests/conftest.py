@@ -1,7 +1,11 @@
 """Shared test settings: the suite runs once in float32 (JAX's default) and once with
 JAX_ENABLE_X64=1, so tolerances are derived from the precision in use."""
 
+import atexit
 import gc
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -12,6 +16,18 @@ X64 = bool(jax.config.jax_enable_x64)
 DTYPE = np.float64 if X64 else np.float32
 EPS = float(np.finfo(DTYPE).eps)
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+# JAX's persistent compilation cache (bayes_gmm.compilation_cache) goes to a fresh folder
+# per run of the suite, never the user's ~/.cache: the tests write nothing there, and a
+# run's time is that of a machine with a cold cache, whatever ran before. Set here rather
+# than in the Makefile so that a bare `pytest` does the same. This file is imported before
+# xdist starts its workers, which inherit the variable: one folder per run, so a program
+# one worker compiled serves the other, as it would a user's next process. Subprocesses
+# (the CLI, notebooks) inherit it too.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="bayes_gmm_test_cache_")
+    os.environ["BAYES_GMM_CACHE_DIR"] = _CACHE_DIR
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 
 # XLA's CPU compiler maps about 500 memory regions per compiled program of the EM core's
