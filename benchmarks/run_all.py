@@ -8,7 +8,10 @@ Runs, each in its own process (each sets up JAX its own way) and in this order:
 4. ``devices.py``: sharded equals unsharded on simulated devices; GPU against CPU;
 5. ``cost_growth.py``: time per iteration against N, K and D, with log-log slopes;
 6. ``sweep.py``: a 256-point prior sweep as one compiled call, against scikit-learn fits;
-7. ``samplers.py``: min-ESS per second of Gibbs and NUTS (from the MAP and by default).
+7. ``small_data.py``: Old Faithful and the galaxy velocities, cold / warm-cache / warm
+   (import, fit, the 36-model grid, the samplers, a prior sweep), beside scikit-learn and
+   R's mclust where ``Rscript`` has it;
+8. ``samplers.py``: min-ESS per second of Gibbs and NUTS (from the MAP and by default).
 
 Then it writes ``benchmarks/results/headline.md``: the date, the machine and the numbers
 the README's table carries, taken from the rows this run appended. ``--quick`` passes
@@ -40,7 +43,7 @@ from _common import load, machine
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("em_grid", "em_vs_sklearn", "streaming", "devices", "cost_growth", "sweep",
-           "samplers")
+           "small_data", "samplers")
 
 
 def rows_since(name, since):
@@ -127,6 +130,13 @@ def headline(since):
                   f"{_num(r['speedup_total'], '{:.0f}')}x | "
                   f"{_num(r['speedup_per_iter'], '{:.0f}')}x | {_num(r['compile_s'], '{:.1f}')} | "
                   f"{_num(r['load_before'], '{:.1f}')} |", ""]
+    for name in ("small_data.md", "small_data_quick.md"):  # small_data.py's own table
+        path = _common.RESULTS_DIR / name
+        if path.exists() and datetime.datetime.fromtimestamp(path.stat().st_mtime).isoformat(
+                timespec="seconds") >= since:
+            text = path.read_text().strip()
+            lines += [f"#{line}" if line.startswith("#") else line
+                      for line in text.splitlines()] + [""]
     samplers = rows_since("samplers", since)
     if samplers:
         lines += ["## Samplers (`samplers.py`)", "",
