@@ -39,20 +39,20 @@ function and the finish, and the same two serve the rows split over several devi
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.special import gammaln, logsumexp, xlogy
 
+from bayes_gmm import padding
 from bayes_gmm.covariance import KINDS, LOG_2PI
+from bayes_gmm.initialization import INIT_METHODS, initial_responsibilities, nearest_centre
 from bayes_gmm.priors import GMMPrior
 from bayes_gmm.sharding import device_chunks, resolve_mesh, rows_per_device, sum_over_devices
-
-INIT_METHODS = ("k-means++", "random", "random_from_data")
 
 # Points per chunk are chosen so that a chunk's (K, D, C) temporaries hold about this many
 # elements (4 MB in float32). Every chunk costs a dozen kernel launches, so much smaller
@@ -208,10 +208,10 @@ def _split_rows(a, chunk):
     return jnp.pad(a, padding).reshape(n_chunks, chunk, *a.shape[1:])
 
 
-def _feature_major(x, chunk):
+def _feature_major(x, chunk, row_mask=None):
     """(N, D) -> (ceil(N / chunk), D + 1, chunk): the points of a chunk on the minor axis,
-    then a row mask, 1 for the points and 0 for the zero padding of the last chunk."""
-    mask = jnp.ones((x.shape[0], 1), x.dtype)
+    then a row mask, 1 for the points (``row_mask``, default all rows) and 0 for padding."""
+    mask = jnp.ones((x.shape[0], 1), x.dtype) if row_mask is None else row_mask[:, None]
     return jnp.swapaxes(_split_rows(jnp.concatenate([x, mask], axis=1), chunk), 1, 2)
 
 
@@ -384,7 +384,9 @@ def m_step(stats: SufficientStats, prior: GMMPrior, covariance_type: str = "full
     """
     kind = KINDS[covariance_type]
     counts = stats.counts
-    unnormalised = jnp.maximum(counts + prior.weight_concentration - 1, 0.0)
+    alpha = prior.weight_concentration
+    # A slot of concentration zero is padding (bayes_gmm.padding): it keeps weight zero.
+    unnormalised = jnp.where(alpha > 0, jnp.maximum(counts + alpha - 1, 0.0), 0.0)
     weights = unnormalised / jnp.sum(unnormalised)
     kappa0 = prior.mean_precision
     kappa = kappa0 + counts
@@ -401,73 +403,23 @@ def m_step(stats: SufficientStats, prior: GMMPrior, covariance_type: str = "full
 # Initialisation
 
 
-def _squared_distances(x, centres):
-    """|x_n - c_j|^2 of shape (N, J) by one matrix product (clipped: it may round below 0)."""
-    d2 = (
-        jnp.sum(x * x, 1)[:, None]
-        - 2 * x @ centres.T
-        + jnp.sum(centres * centres, 1)[None, :]
-    )
-    return jnp.maximum(d2, 0.0)
-
-
-def _nearest_centre(x, centres):
-    """Hard responsibilities: one-hot of the nearest centre, shape (N, K)."""
-    labels = jnp.argmin(_squared_distances(x, centres), axis=1)
-    return jax.nn.one_hot(labels, centres.shape[0], dtype=x.dtype)
-
-
-def _kmeans_plus_plus(key, x, n_components):
-    """Greedy k-means++ seeding (Arthur and Vassilvitskii, 2007), as scikit-learn does it.
-
-    Each new centre is the best, by total squared distance, of ``2 + log K`` candidates
-    drawn with probability proportional to the squared distance to the nearest centre.
-    """
-    n_trials = 2 + int(math.log(n_components))
-    first_key, key = jax.random.split(key)
-    first = jax.random.randint(first_key, (), 0, x.shape[0])
-    centres = jnp.zeros((n_components, x.shape[1]), x.dtype).at[0].set(x[first])
-    closest = _squared_distances(x, x[first][None])[:, 0]
-
-    def add_centre(j, carry):
-        centres, closest, key = carry
-        key, trial_key = jax.random.split(key)
-        # All distances zero (every point identical): fall back to a uniform draw.
-        logits = jnp.where(jnp.any(closest > 0), jnp.log(closest), 0.0)
-        candidates = jax.random.categorical(trial_key, logits, shape=(n_trials,))
-        trial_closest = jnp.minimum(closest[None], _squared_distances(x, x[candidates]).T)
-        best = jnp.argmin(jnp.sum(trial_closest, 1))
-        return centres.at[j].set(x[candidates[best]]), trial_closest[best], key
-
-    centres, _, _ = lax.fori_loop(1, n_components, add_centre, (centres, closest, key))
-    return centres
-
-
-def _initial_responsibilities(key, x, n_components, method):
-    if method == "random":
-        # Random soft assignments: every component starts near the data mean with a
-        # covariance close to the data's (the "diffuse" start of the classic tutorial).
-        r = jax.random.uniform(key, (x.shape[0], n_components), x.dtype)
-        return r / jnp.sum(r, 1, keepdims=True)
-    if method == "random_from_data":
-        idx = jax.random.choice(key, x.shape[0], (n_components,), replace=False)
-        return _nearest_centre(x, x[idx])
-    return _nearest_centre(x, _kmeans_plus_plus(key, x, n_components))
-
-
-def _initial_params(key, x, x_chunks, prior, covariance_type, method, given, mesh=None):
+def _initial_params(key, x, row_mask, x_chunks, prior, covariance_type, method, given,
+                    mesh=None):
     """Start from ``given`` where it says, else from the M-step after ``method``.
 
     With given means but no weights or covariances, the points are assigned to the
     nearest given mean and the M-step fills in the rest; the given fields are kept.
+    ``x`` may be padded (``row_mask``, and component slots whose concentration is zero:
+    :mod:`bayes_gmm.padding`).
     """
     if given is not None and all(field is not None for field in given):
         return given
-    n_components = prior.weight_concentration.shape[0]
+    n_slots = prior.weight_concentration.shape[0]
+    n_components = jnp.sum(prior.weight_concentration > 0)
     if given is not None and given.means is not None:
-        resp = _nearest_centre(x, given.means)
+        resp = nearest_centre(x, given.means, n_components) * row_mask[:, None]
     else:
-        resp = _initial_responsibilities(key, x, n_components, method)
+        resp = initial_responsibilities(key, x, n_components, method, row_mask, n_slots)
     if mesh is None:
         r_chunks = _responsibility_chunks(resp, x_chunks.shape[-1])
     else:
@@ -638,32 +590,120 @@ def fit_map(
             n_init=n_init, max_iter=max_iter, tol=tol, keep_history=keep_history,
             chunk_size=chunk_size, mesh=mesh,
         )
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
+    x = as_data(x)
     _check_static(x, prior, covariance_type, init, n_init, max_iter)
-    # Every argument explicit: jit keys its cache on which keywords were passed.
-    return _fit_map(
-        key, x, prior, init_params, tol, covariance_type, init, n_init, max_iter,
-        keep_history, chunk_size, resolve_mesh(mesh),
-    )
-
-
-@partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10, 11))
-def _fit_map(
-    key, x, prior, init_params, tol, covariance_type, init, n_init, max_iter, keep_history,
-    chunk_size, mesh=None,
-):
-    dtype = x.dtype
-    prior = GMMPrior(*(jnp.asarray(a, dtype) for a in prior))
+    mesh = resolve_mesh(mesh)
     n_samples, n_features = x.shape
     n_components = prior.weight_concentration.shape[0]
+    rows, slots = n_samples, n_components
+    if mesh is None:
+        rows, slots = padding.padded_shape(n_samples, n_components, n_features)
+    x_padded, row_mask = padding.pad_rows(x, rows)
+    if init_params is not None:
+        init_params = padding.pad_params(GMMParams(*init_params), slots, covariance_type)
+    # Every argument explicit: jit keys its cache on which keywords were passed.
+    params, info = _fit_map(
+        key, x_padded, row_mask, padding.pad_prior(prior, slots), init_params, tol,
+        covariance_type, init, n_init, max_iter, keep_history, chunk_size, mesh,
+    )
+    return _unpadded(params, info, n_components, covariance_type)
+
+
+def as_data(x):
+    """``x`` as a floating array of JAX's dtype for it; a NumPy array stays in NumPy (an
+    eager JAX conversion would compile a small program per shape)."""
+    if isinstance(x, jax.Array):
+        return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return x.astype(jnp.result_type(float))
+    return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+
+
+def _unpadded(params, info, n_components, covariance_type):
+    """The first ``n_components`` components of a fit in padded slots."""
+    history = info.params_history
+    if history is not None:
+        history = padding.unpad_params(history, n_components, covariance_type, axis=1)
+    info = info._replace(dead=padding.unpad_components(info.dead, n_components),
+                         params_history=history)
+    return padding.unpad_params(params, n_components, covariance_type), info
+
+
+def fit_map_batch(
+    keys,
+    x,
+    priors,
+    *,
+    covariance_type: str = "full",
+    init: str = "k-means++",
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol=1e-6,
+) -> list[tuple[GMMParams, EMInfo]]:
+    """MAP fits of ``x`` under several priors (of any numbers of components), as one
+    compiled, vmapped program.
+
+    The priors are padded to a common number of component slots
+    (:mod:`bayes_gmm.padding`), so a grid of K values runs as a single program, and
+    another grid of the same data width, dtype and row bucket reuses it. Each result
+    equals ``fit_map(keys[i], x, priors[i], ...)`` to rounding.
+
+    Parameters
+    ----------
+    keys : Array of shape (n_priors,) of PRNG keys
+    x : Array of shape (n_samples, n_features)
+    priors : sequence of GMMPrior
+        All for ``covariance_type`` and ``n_features``; K may differ.
+    covariance_type, init, n_init, max_iter, tol
+        As in :func:`fit_map`.
+
+    Returns
+    -------
+    list of (GMMParams, EMInfo)
+        One per prior, with that prior's K components.
+    """
+    x = as_data(x)
+    if not len(priors):
+        raise ValueError("priors must hold at least one GMMPrior; got none.")
+    for prior in priors:
+        _check_static(x, prior, covariance_type, init, n_init, max_iter)
+    sizes = [prior.weight_concentration.shape[0] for prior in priors]
+    rows, slots = padding.padded_shape(x.shape[0], max(sizes), x.shape[1])
+    slots = max(slots, max(sizes))
+    x_padded, row_mask = padding.pad_rows(x, rows)
+    stacked = GMMPrior(*(np.stack(fields) for fields in zip(
+        *(padding.pad_prior(GMMPrior(*(np.asarray(a, np.float64) for a in prior)), slots)
+          for prior in priors), strict=True)))
+    params, info = _fit_map_batch(
+        keys, x_padded, row_mask, stacked, None, tol, covariance_type, init, n_init,
+        max_iter, False, None, None,
+    )
+    params, info = jax.device_get((params, info))
+    return [
+        _unpadded(*jax.tree.map(lambda a, i=i: a[i], (params, info)), k, covariance_type)
+        for i, k in enumerate(sizes)
+    ]
+
+
+def _fit_map_core(
+    key, x, row_mask, prior, init_params, tol, covariance_type, init, n_init, max_iter,
+    keep_history, chunk_size, mesh=None,
+):
+    """The fit of :func:`fit_map` on rows ``x`` of which ``row_mask`` marks the points,
+    with component slots of zero concentration as padding (:mod:`bayes_gmm.padding`)."""
+    dtype = x.dtype
+    prior = GMMPrior(*(jnp.asarray(a, dtype) for a in prior))
+    row_mask = row_mask.astype(dtype)
+    n_rows, n_features = x.shape
+    n_slots = prior.weight_concentration.shape[0]
+    n_samples = jnp.sum(row_mask)
 
     # Work in the frame centred on the data mean. The model is translation invariant,
     # and the whitening product x @ L^{-T} - mu @ L^{-T} would otherwise lose every digit
     # that an offset of the data far from the origin takes (float32 especially).
-    shift = jnp.mean(x, axis=0)
-    centred = x - shift
+    shift = jnp.sum(x * row_mask[:, None], axis=0) / n_samples
+    centred = (x - shift) * row_mask[:, None]
     prior = prior._replace(mean=prior.mean - shift)
     given = None
     if init_params is not None:
@@ -674,17 +714,16 @@ def _fit_map(
             n_init = 1
 
     if mesh is None:
-        chunk = _chunk_rows(n_samples, n_components, n_features, chunk_size)
-        x_chunks = _feature_major(centred, chunk)
+        chunk = _chunk_rows(n_rows, n_slots, n_features, chunk_size)
+        x_chunks = _feature_major(centred, chunk, row_mask)
     else:
-        chunk = _chunk_rows(rows_per_device(n_samples, mesh), n_components, n_features,
-                            chunk_size)
-        mask = jnp.ones((n_samples, 1), dtype)
-        x_chunks = device_chunks(jnp.concatenate([centred, mask], axis=1), mesh, chunk)
+        chunk = _chunk_rows(rows_per_device(n_rows, mesh), n_slots, n_features, chunk_size)
+        x_chunks = device_chunks(jnp.concatenate([centred, row_mask[:, None]], axis=1), mesh,
+                                 chunk)
 
     def run(key):
         params = _initial_params(
-            key, centred, x_chunks, prior, covariance_type, init, given, mesh
+            key, centred, row_mask, x_chunks, prior, covariance_type, init, given, mesh
         )
         return _em_loop(
             params, x_chunks, n_samples, prior, covariance_type, max_iter,
@@ -693,6 +732,14 @@ def _fit_map(
 
     states = jax.vmap(run)(jax.random.split(key, n_init))
     return _best_result(states, shift, keep_history)
+
+
+_STATIC = (6, 7, 8, 9, 10, 11, 12)
+_fit_map = jax.jit(_fit_map_core, static_argnums=_STATIC)
+_fit_map_batch = jax.jit(
+    jax.vmap(_fit_map_core, in_axes=(0, None, None, 0, None, None) + (None,) * 7),
+    static_argnums=_STATIC,
+)
 
 
 def _best_result(states: _LoopState, shift, keep_history) -> tuple[GMMParams, EMInfo]:

@@ -47,13 +47,13 @@ from bayes_gmm.em import (
     _em_update,
     _finish_statistics,
     _keep_going,
-    _kmeans_plus_plus,
     _split_rows,
     _start_state,
     _statistics_pass,
     _sum_chunks,
     m_step,
 )
+from bayes_gmm.initialization import kmeans_plus_plus
 from bayes_gmm.priors import GMMPrior
 from bayes_gmm.sharding import device_chunks, resolve_mesh, rows_per_device
 
@@ -421,7 +421,7 @@ def _sample_centres(keys, sample, n_components, method):
         if method == "random_from_data":
             idx = jax.random.choice(key, sample.shape[0], (n_components,), replace=False)
             return sample[idx]
-        return _kmeans_plus_plus(key, sample, n_components)
+        return kmeans_plus_plus(key, sample, n_components)
 
     return jax.vmap(one)(keys)
 
