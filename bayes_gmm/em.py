@@ -651,7 +651,7 @@ def fit_map_batch(
 
     Parameters
     ----------
-    keys : Array of shape (n_priors,) of PRNG keys
+    keys : sequence of PRNG keys, or a key array of shape (n_priors,)
     x : Array of shape (n_samples, n_features)
     priors : sequence of GMMPrior
         All for ``covariance_type`` and ``n_features``; K may differ.
@@ -675,6 +675,7 @@ def fit_map_batch(
     stacked = GMMPrior(*(np.stack(fields) for fields in zip(
         *(padding.pad_prior(GMMPrior(*(np.asarray(a, np.float64) for a in prior)), slots)
           for prior in priors), strict=True)))
+    keys = list(keys) if isinstance(keys, list | tuple) else keys
     params, info = _fit_map_batch(
         keys, x_padded, row_mask, stacked, None, tol, covariance_type, init, n_init,
         max_iter, False, None, None,
@@ -736,10 +737,14 @@ def _fit_map_core(
 
 _STATIC = (6, 7, 8, 9, 10, 11, 12)
 _fit_map = jax.jit(_fit_map_core, static_argnums=_STATIC)
-_fit_map_batch = jax.jit(
-    jax.vmap(_fit_map_core, in_axes=(0, None, None, 0, None, None) + (None,) * 7),
-    static_argnums=_STATIC,
-)
+
+
+@partial(jax.jit, static_argnums=_STATIC)
+def _fit_map_batch(keys, *args):
+    # A list of keys is stacked here, inside the program: eagerly, stacking would compile
+    # a small program of its own for every length.
+    keys = jnp.stack(keys) if isinstance(keys, list | tuple) else keys
+    return jax.vmap(_fit_map_core, in_axes=(0, None, None, 0) + (None,) * 9)(keys, *args)
 
 
 def _best_result(states: _LoopState, shift, keep_history) -> tuple[GMMParams, EMInfo]:

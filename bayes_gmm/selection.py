@@ -29,10 +29,11 @@ Bayesian answer that needs no range (:func:`occupied_components`):
 
 Everything here is the thin user-facing layer: arguments are checked before any work
 (messages name the parameter, the expectation, what came and the fix), then the pure core
-(:func:`bayes_gmm.fit_map`, :func:`bayes_gmm.e_step`, :mod:`bayes_gmm.gibbs`,
-:mod:`bayes_gmm.posterior`) does the work, once per K. Each K compiles its own programs
-(the shapes change with K), so a range of K costs a few seconds of compilation per value
-before any data are touched.
+(:mod:`bayes_gmm.model_grid`, :mod:`bayes_gmm.gibbs`, :mod:`bayes_gmm.posterior`) does
+the work. Every K of one covariance type is fitted by one compiled, vmapped program (the
+priors are padded to common component slots: :mod:`bayes_gmm.padding`), so a grid of
+K = 1..9 over four covariance types compiles a handful of programs, once per data width
+and row bucket, and JAX's persistent cache keeps them for the next process.
 
 The criteria answer different questions and need not agree. BIC approximates the log
 marginal likelihood and is consistent for the number of components of a correctly
@@ -72,11 +73,16 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from bayes_gmm import model_grid
 from bayes_gmm.checks import check_data, check_float, check_int, seed_from
-from bayes_gmm.covariance import KINDS
-from bayes_gmm.em import GMMParams, e_step, fit_map
+from bayes_gmm.em import GMMParams
 from bayes_gmm.exceptions import ConvergenceWarning
-from bayes_gmm.priors import GMMPrior, check_covariance_type, default_prior
+from bayes_gmm.priors import (
+    COVARIANCE_TYPES,
+    GMMPrior,
+    check_covariance_type,
+    default_prior,
+)
 
 CRITERIA = ("bic", "icl", "aic", "heldout", "loo")
 POSTERIOR_METHODS = ("gibbs", "nuts", "laplace")
@@ -169,7 +175,9 @@ def select_k(
         The numbers of components to compare; an int ``k`` means ``1, ..., k``. Sorted,
         duplicates dropped; each between 1 and the number of points (of the training
         part when ``"heldout"`` is asked for).
-    covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
+    covariance_type : str or sequence of str, default "full"
+        One of "full", "tied", "diag", "spherical", or a list of them: the model search
+        of mclust, every (covariance type, K) pair fitted and ranked together.
     criteria : sequence of str, default ("bic", "icl", "aic", "heldout", "loo")
         Any of those; leave ``"loo"`` out to skip all sampling.
     validation_fraction : float in (0, 1), default 0.25
@@ -180,7 +188,8 @@ def select_k(
     num_chains, num_warmup, num_samples : int, default 4, 500, 1000
         Settings of the sampler for ``"loo"``.
     n_init : int, default 3
-        k-means++ restarts of EM for every K (the best log posterior wins).
+        k-means++ restarts of EM for every K (the best log posterior wins); they run
+        side by side in the same program as the Ks.
     max_iter : int, default 200
     tol : float, default 1e-6
         EM settings, as in :class:`bayes_gmm.BayesianGMM`.
@@ -196,7 +205,9 @@ def select_k(
     Returns
     -------
     pandas.DataFrame
-        Index ``k`` (the Ks, ascending). Columns, those of criteria not asked for left out:
+        Index ``k`` (the Ks, ascending) for one covariance type; for a list, a
+        MultiIndex ``(covariance_type, k)``, the types in the order given, one row per
+        pair. Columns, those of criteria not asked for left out:
 
         - ``n_parameters``: p, free parameters of the live components;
         - ``live_components``: components with non-zero weight at the MAP (fewer than K
@@ -211,10 +222,12 @@ def select_k(
           ``arviz_stats``' threshold ``good_k``, whose LOO estimate is unreliable),
           ``loo_rank`` (0 is best), ``loo_elpd_diff`` and ``loo_dse`` (elpd difference
           to the best K and its standard error), ``loo_weight`` (stacking weight);
-        - ``best_<criterion>``: True in the row of the K that criterion prefers (ties: the
-          smallest K).
+        - ``best_<criterion>``: True in the one row that criterion prefers over the whole
+          table (ties: the first type given, then the smallest K).
 
-        ``table.attrs`` holds ``best`` (criterion -> K), ``criteria``, ``covariance_type``,
+        ``table.attrs`` holds ``best`` and ``runner_up`` (criterion -> K, or -> (type, K)
+        for a list of types; runner-up None with a single row), ``criteria``,
+        ``covariance_type``,
         ``n_samples``, ``n_validation``, ``posterior``, ``random_state`` and
         ``sign_convention``.
 
@@ -241,9 +254,14 @@ def select_k(
     >>> table = select_k(x, 3, criteria=("bic", "icl"), random_state=0)
     >>> table.attrs["best"]
     {'bic': 2, 'icl': 2}
+    >>> grid = select_k(x, 4, covariance_type=["full", "diag", "spherical", "tied"],
+    ...                 criteria=("bic", "icl"), random_state=0)
+    >>> len(grid), grid.index.names
+    (16, FrozenList(['covariance_type', 'k']))
     """
     x = check_data(x)
-    covariance_type = check_covariance_type(covariance_type)
+    several = not isinstance(covariance_type, str)
+    types = _check_covariance_types(covariance_type)
     criteria = _check_criteria(criteria)
     n_samples = x.shape[0]
     ks = _check_ks(ks, n_samples, "ks", "the number of points in x")
@@ -267,107 +285,63 @@ def select_k(
     }
     _check_scalar_concentration(weight_concentration_prior, "select_k")
     seed = seed_from(random_state)
-
     validation = None
     if "heldout" in criteria:
-        fraction = _check_fraction(validation_fraction)
-        n_validation = max(1, round(fraction * n_samples))
-        n_train = n_samples - n_validation
-        if n_train < ks[-1]:
-            raise ValueError(
-                f"validation_fraction={fraction:g} holds out {n_validation} of {n_samples} "
-                f"points and leaves {n_train} for training, fewer than the largest K "
-                f"({ks[-1]}): a K-component mixture needs at least K training points. "
-                "Lower validation_fraction or the largest value in ks, or leave 'heldout' "
-                "out of criteria."
-            )
-        order = np.random.default_rng(seed).permutation(n_samples)
-        validation = np.zeros(n_samples, bool)
-        validation[order[:n_validation]] = True
+        validation = _validation_split(validation_fraction, n_samples, ks[-1], seed)
     # Every prior is built (and its overrides checked) before any fit runs.
-    priors = {k: default_prior(x, k, covariance_type, **overrides) for k in ks}
+    priors = {(t, k): default_prior(x, k, t, **overrides) for t in types for k in ks}
     train_priors = {}
     if validation is not None:
-        train_priors = {
-            k: default_prior(x[~validation], k, covariance_type, **overrides) for k in ks
-        }
+        train_priors = {(t, k): default_prior(x[~validation], k, t, **overrides)
+                        for t in types for k in ks}
 
     key = jax.random.key(seed)
-    x_work = jnp.asarray(x)
-    if not jnp.issubdtype(x_work.dtype, jnp.floating):
-        x_work = x_work.astype(jnp.result_type(float))
-    n_features = x.shape[1]
     rows, trees, not_converged = [], {}, []
-    for k in ks:
-        k_key = jax.random.fold_in(key, k)
-        fit_key, train_key, sample_key = jax.random.split(k_key, 3)
-        params, info = _fit(fit_key, x_work, priors[k], covariance_type, settings, k)
-        if not bool(info.converged):
-            not_converged.append(k)
-        log_resp, log_density = jax.device_get(e_step(x_work, params, covariance_type))
-        log_likelihood = float(np.sum(log_density, dtype=np.float64))
-        live = int(np.sum(np.asarray(params.weights) > 0))
-        n_parameters = _n_parameters(live, n_features, covariance_type)
-        row = {
-            "k": k,
-            "n_parameters": n_parameters,
-            "live_components": live,
-            "converged": bool(info.converged),
-            "log_likelihood": log_likelihood,
-            "log_posterior": float(info.log_posterior),
-        }
-        if "bic" in criteria or "icl" in criteria:
-            bic = -2.0 * log_likelihood + n_parameters * np.log(n_samples)
-        if "icl" in criteria:
-            log_resp = np.asarray(log_resp, np.float64)
-            resp = np.exp(log_resp)
-            # r log r -> 0 as r -> 0: a dead component (log r = -inf) adds nothing.
-            terms = resp * np.where(resp > 0, log_resp, 0.0)
-            entropy = max(0.0, float(-np.sum(terms)))  # >= 0; also turns -0.0 into 0.0
-            row["entropy"] = entropy
-        if "bic" in criteria:
-            row["bic"] = bic
-        if "icl" in criteria:
-            row["icl"] = bic + 2.0 * entropy
-        if "aic" in criteria:
-            row["aic"] = -2.0 * log_likelihood + 2.0 * n_parameters
+    for t in types:
+        keys = {k: jax.random.split(model_grid.model_key(key, t, k), 3) for k in ks}
+        models = _fit_and_score(x, [keys[k][0] for k in ks], [priors[t, k] for k in ks], t,
+                                settings)
+        heldout = {}
         if validation is not None:
-            train_params, train_info = _fit(
-                train_key, x_work[~validation], train_priors[k], covariance_type, settings, k
-            )
-            if not bool(train_info.converged) and k not in not_converged:
-                not_converged.append(k)
-            # Scored on all points (one compiled E-step for both fits of this K), then
-            # only the validation points are kept.
-            density = np.asarray(e_step(x_work, train_params, covariance_type)[1], np.float64)
-            row["heldout_log_likelihood"] = float(np.mean(density[validation]))
-        if "loo" in criteria:
-            trees[k] = _sample(sample_key, x_work, priors[k], params, covariance_type,
-                               posterior, sampler)
-        rows.append(row)
+            train_fits = _fit_checked(x[~validation], [keys[k][1] for k in ks],
+                                      [train_priors[t, k] for k in ks], t, settings)
+            # Scored on all points (one compiled E-step for every fit), then only the
+            # validation points are kept.
+            _, density = model_grid.point_scores(x, train_fits, t)
+            heldout = {k: float(np.mean(d[validation])) for k, d in zip(ks, density,
+                                                                        strict=True)}
+            not_converged += [(t, k) for k, (_, i) in zip(ks, train_fits, strict=True)
+                              if not bool(i.converged)]
+        for k, model in zip(ks, models, strict=True):
+            if not bool(model.info.converged):
+                not_converged.append((t, k))
+            rows.append(_criteria_row(t, k, model, criteria, n_samples, heldout.get(k)))
+            if "loo" in criteria:
+                trees[t, k] = _sample(keys[k][2], x, priors[t, k], model.params, t,
+                                      posterior, sampler)
 
     if not_converged:
+        names = sorted(set(not_converged), key=not_converged.index)
         warnings.warn(
-            f"EM did not converge in max_iter={settings['max_iter']} steps for K = "
-            f"{', '.join(map(str, not_converged))}: the criteria of those rows are taken at "
+            f"EM did not converge in max_iter={settings['max_iter']} steps for "
+            f"{_model_names(names, several)}: the criteria of those rows are taken at "
             "the last EM step. Increase max_iter or loosen tol.",
             ConvergenceWarning,
             stacklevel=2,
         )
-    table = pd.DataFrame(rows).set_index("k")
+    table = pd.DataFrame(rows).set_index(["covariance_type", "k"])
     if "loo" in criteria:
-        table = table.join(_loo_table(trees))
-    best = {}
-    for criterion in criteria:
-        column, direction = CRITERION_COLUMNS[criterion]
-        values = table[column]
-        best_k = int(values.idxmin() if direction == "min" else values.idxmax())
-        best[criterion] = best_k
-        table[f"best_{criterion}"] = table.index == best_k
+        table = table.join(_loo_table(trees, several))
+    best, runner_up = _mark_best(table, criteria)
+    if not several:
+        table = table.droplevel("covariance_type")
+        best = {c: k for c, (_, k) in best.items()}
+        runner_up = {c: None if m is None else m[1] for c, m in runner_up.items()}
     table.attrs = {
         "best": best,
+        "runner_up": runner_up,
         "criteria": list(criteria),
-        "covariance_type": covariance_type,
+        "covariance_type": list(types) if several else types[0],
         "n_samples": n_samples,
         "n_validation": int(validation.sum()) if validation is not None else 0,
         "posterior": posterior if "loo" in criteria else None,
@@ -380,28 +354,96 @@ def select_k(
     return table
 
 
-def _fit(key, x, prior, covariance_type, settings, k):
-    params, info = fit_map(
-        key, x, prior, covariance_type=covariance_type, n_init=settings["n_init"],
-        max_iter=settings["max_iter"], tol=settings["tol"],
-    )
-    params, info = jax.device_get((params, info))
-    if not np.isfinite(info.log_posterior) or not all(np.all(np.isfinite(a)) for a in params):
-        raise FloatingPointError(
-            f"The fit with K={k} produced a non-finite log posterior "
-            f"({float(info.log_posterior)}): a covariance became numerically singular in "
-            f"{np.asarray(x).dtype}. Enable float64 (JAX_ENABLE_X64=1), or pass a larger "
-            "covariance_prior or mean_precision_prior, or leave this K out of ks."
+def _validation_split(validation_fraction, n_samples, largest_k, seed) -> np.ndarray:
+    """The held-out points (a boolean mask), checked to leave room for the largest K."""
+    fraction = _check_fraction(validation_fraction)
+    n_validation = max(1, round(fraction * n_samples))
+    n_train = n_samples - n_validation
+    if n_train < largest_k:
+        raise ValueError(
+            f"validation_fraction={fraction:g} holds out {n_validation} of {n_samples} "
+            f"points and leaves {n_train} for training, fewer than the largest K "
+            f"({largest_k}): a K-component mixture needs at least K training points. "
+            "Lower validation_fraction or the largest value in ks, or leave 'heldout' "
+            "out of criteria."
         )
-    return params, info
+    order = np.random.default_rng(seed).permutation(n_samples)
+    validation = np.zeros(n_samples, bool)
+    validation[order[:n_validation]] = True
+    return validation
 
 
-def _n_parameters(n_components, n_features, covariance_type) -> int:
-    """Free parameters: K - 1 weights, K D means, the covariance parameters."""
-    kind = KINDS[covariance_type]
-    return n_components - 1 + n_components * n_features + kind.n_parameters(
-        n_components, n_features
-    )
+def _fit_and_score(x, keys, priors, covariance_type, settings) -> list[model_grid.ModelFit]:
+    fits = _fit_checked(x, keys, priors, covariance_type, settings)
+    resp, log_density = model_grid.point_scores(x, fits, covariance_type)
+    return model_grid.summarise(fits, resp, log_density, covariance_type)
+
+
+def _criteria_row(covariance_type, k, model, criteria, n_samples, heldout) -> dict:
+    row = {
+        "covariance_type": covariance_type,
+        "k": k,
+        "n_parameters": model.n_parameters,
+        "live_components": model.live_components,
+        "converged": bool(model.info.converged),
+        "log_likelihood": model.log_likelihood,
+        "log_posterior": float(model.info.log_posterior),
+    }
+    bic = -2.0 * model.log_likelihood + model.n_parameters * np.log(n_samples)
+    if "icl" in criteria:
+        row["entropy"] = model.entropy
+    if "bic" in criteria:
+        row["bic"] = bic
+    if "icl" in criteria:
+        row["icl"] = bic + 2.0 * model.entropy
+    if "aic" in criteria:
+        row["aic"] = -2.0 * model.log_likelihood + 2.0 * model.n_parameters
+    if heldout is not None:
+        row["heldout_log_likelihood"] = heldout
+    return row
+
+
+def _mark_best(table, criteria) -> tuple[dict, dict]:
+    """``best_<criterion>`` columns (True in the one best row; ties: the first row, i.e.
+    the first type given and the smallest K) and the best and runner-up rows."""
+    best, runner_up = {}, {}
+    for criterion in criteria:
+        column, direction = CRITERION_COLUMNS[criterion]
+        order = table[column].sort_values(ascending=direction == "min", kind="stable")
+        order = order[order.notna()]
+        models = [(str(t), int(k)) for t, k in order.index[:2]]
+        best[criterion] = models[0]
+        runner_up[criterion] = models[1] if len(models) > 1 else None
+        table[f"best_{criterion}"] = table.index == order.index[0]
+    return best, runner_up
+
+
+def _model_names(models, several) -> str:
+    if several:
+        return ", ".join(f"{t} K = {k}" for t, k in models)
+    return "K = " + ", ".join(str(k) for _, k in models)
+
+
+def _fit_checked(x, keys, priors, covariance_type, settings):
+    fits = model_grid.fit_models(keys, x, priors, covariance_type, settings)
+    for prior, (params, info) in zip(priors, fits, strict=True):
+        if not np.isfinite(info.log_posterior) or not all(
+            np.all(np.isfinite(a)) for a in params
+        ):
+            k = prior.weight_concentration.shape[0]
+            raise FloatingPointError(
+                f"The fit with K={k} ({covariance_type}) produced a non-finite log "
+                f"posterior ({float(info.log_posterior)}): a covariance became numerically "
+                f"singular in {np.asarray(x).dtype}. Enable float64 (JAX_ENABLE_X64=1), or "
+                "pass a larger covariance_prior or mean_precision_prior, or leave this K "
+                "out of ks."
+            )
+    return fits
+
+
+def _fit(key, x, prior, covariance_type, settings, k):
+    """One checked MAP fit (the start of the sparse overfitted mixture)."""
+    return _fit_checked(x, [key], [prior], covariance_type, settings)[0]
 
 
 def _sample(key, x, prior, params, covariance_type, method, sampler):
@@ -413,12 +455,13 @@ def _sample(key, x, prior, params, covariance_type, method, sampler):
     )
 
 
-def _loo_table(trees) -> pd.DataFrame:
-    """PSIS-LOO of every K and arviz_stats' comparison, one row per K."""
+def _loo_table(trees, several=False) -> pd.DataFrame:
+    """PSIS-LOO of every model and arviz_stats' comparison, one row per model; ``trees``
+    is keyed by (covariance type, K)."""
     import arviz_stats
 
     results, high = {}, []
-    for k, tree in trees.items():
+    for model, tree in trees.items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = arviz_stats.loo(tree, pointwise=True, var_name="x")
@@ -428,11 +471,11 @@ def _loo_table(trees) -> pd.DataFrame:
                 warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                        caught_warning.filename, caught_warning.lineno)
         if result.warning:
-            high.append(k)
-        results[k] = result
+            high.append(model)
+        results[model] = result
     if high:
         warnings.warn(
-            f"PSIS-LOO: for K = {', '.join(map(str, high))} some points have Pareto k above "
+            f"PSIS-LOO: for {_model_names(high, several)} some points have Pareto k above "
             "arviz_stats' threshold good_k, so their LOO estimates are unreliable (see the "
             "pareto_k_max and pareto_k_bad columns). Take more draws (num_samples), or "
             "trust the other criteria for those K.",
@@ -440,9 +483,9 @@ def _loo_table(trees) -> pd.DataFrame:
             stacklevel=3,
         )
     rows = {}
-    for k, result in results.items():
+    for model, result in results.items():
         pareto_k = np.asarray(result.pareto_k, np.float64)
-        rows[k] = {
+        rows[model] = {
             "elpd_loo": float(result.elpd),
             "elpd_loo_se": float(result.se),
             "p_loo": float(result.p),
@@ -450,14 +493,17 @@ def _loo_table(trees) -> pd.DataFrame:
             "pareto_k_bad": float(np.mean(pareto_k > result.good_k)),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(list(rows), names=["covariance_type", "k"])
     if len(results) > 1:
+        names = {f"{t}:{k}": (t, k) for t, k in results}
         with warnings.catch_warnings():
             # compare repeats the Pareto-k warnings already summarised above.
             warnings.filterwarnings("ignore", message=".*[Pp]areto.*")
             comparison = arviz_stats.compare(
-                {str(k): result for k, result in results.items()}, round_to="none"
+                {name: results[model] for name, model in names.items()}, round_to="none"
             )
-        comparison.index = comparison.index.astype(int)
+        comparison.index = pd.MultiIndex.from_tuples([names[n] for n in comparison.index],
+                                                     names=["covariance_type", "k"])
         table["loo_rank"] = comparison["rank"].astype(int)
         table["loo_elpd_diff"] = comparison["elpd_diff"].astype(float)
         table["loo_dse"] = comparison["dse"].astype(float)
@@ -467,7 +513,6 @@ def _loo_table(trees) -> pd.DataFrame:
         table["loo_elpd_diff"] = 0.0
         table["loo_dse"] = 0.0
         table["loo_weight"] = 1.0
-    table.index.name = "k"
     return table
 
 
@@ -752,6 +797,32 @@ def _check_k_max(k_max, n_samples) -> int:
             f"least one point per component. Use k_max <= {n_samples}."
         )
     return int(k_max)
+
+
+def _check_covariance_types(value) -> list[str]:
+    """One covariance type (a string) or a non-empty sequence of distinct ones."""
+    if isinstance(value, str):
+        return [check_covariance_type(value)]
+    try:
+        values = list(value)
+    except TypeError:
+        raise TypeError(
+            f"covariance_type must be one of {', '.join(map(repr, COVARIANCE_TYPES))} or a "
+            f"list of them; got {value!r}."
+        ) from None
+    if not values:
+        raise ValueError(
+            "covariance_type is an empty list; pass at least one of "
+            f"{', '.join(map(repr, COVARIANCE_TYPES))}."
+        )
+    values = [check_covariance_type(v) for v in values]
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"covariance_type lists {', '.join(map(repr, repeated))} more than once; name "
+            "each covariance type once."
+        )
+    return values
 
 
 def _check_criteria(criteria) -> tuple[str, ...]:

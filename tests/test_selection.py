@@ -311,3 +311,68 @@ def test_bad_weight_concentration_prior():
         ValueError, match="num_chains must be an integer >= 1"
     ):
         occupied_components(SMALL, 3, weight_concentration_prior=1.0, num_chains=0)
+
+
+# --------------------------------------------------------------------------------------
+# Model search: several covariance types in one call
+
+
+@pytest.fixture(scope="module")
+def grid():
+    x = separated(120, [0.0, 6.0, 12.0])[0]
+    x = np.column_stack([x[:, 0], np.random.default_rng(1).normal(size=len(x))])
+    types = ["full", "diag", "spherical", "tied"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        table = select_k(x, (1, 2, 3, 4), covariance_type=types, criteria=("bic", "icl"),
+                         random_state=SEED)
+    return x, types, table
+
+
+def test_model_search_has_one_row_per_type_and_k(grid):
+    _, types, table = grid
+    assert table.index.names == ["covariance_type", "k"]
+    assert list(table.index) == [(t, k) for t in types for k in (1, 2, 3, 4)]
+    assert table.attrs["covariance_type"] == types
+
+
+def test_model_search_rows_equal_single_type_searches(grid):
+    """Each type's rows are what select_k gives for that type alone (same keys, same
+    programs), so the list form is only a faster way to the same table."""
+    x, types, table = grid
+    for t in ("diag", "tied"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            alone = select_k(x, (1, 2, 3, 4), covariance_type=t, criteria=("bic", "icl"),
+                             random_state=SEED)
+        columns = ["log_likelihood", "log_posterior", "bic", "icl", "n_parameters"]
+        np.testing.assert_allclose(table.loc[t, columns].to_numpy(float),
+                                   alone[columns].to_numpy(float), rtol=1e-12)
+
+
+def test_model_search_marks_one_best_and_a_runner_up(grid):
+    _, _, table = grid
+    for criterion in ("bic", "icl"):
+        assert table[f"best_{criterion}"].sum() == 1
+        ranked = table[criterion].sort_values(kind="stable")
+        assert table.attrs["best"][criterion] == ranked.index[0]
+        assert table.attrs["runner_up"][criterion] == ranked.index[1]
+        assert table.loc[ranked.index[0], f"best_{criterion}"]
+    # Three unit-variance clusters along the first axis, independent unit noise along
+    # the second: every type but full holds the true model with fewer parameters.
+    best_type, best_k = table.attrs["best"]["bic"]
+    assert best_k == 3 and best_type != "full"
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        ([], ValueError, "empty list"),
+        (["full", "full"], ValueError, "more than once"),
+        (["full", "diagonal"], ValueError, "covariance_type"),
+        (3, TypeError, "list of them"),
+    ],
+)
+def test_model_search_refuses_bad_covariance_types(x, value, error, match):
+    with pytest.raises(error, match=match):
+        select_k(x, 2, covariance_type=value, criteria=("bic",))
