@@ -12,9 +12,9 @@ prints a short summary (with a ``[posterior]`` section also its headline: method
 x draws, time, R-hat, ESS, divergences and where the MAP sits in the posterior; with a
 ``[sensitivity]`` section the sweep's size, time and range of effective components, and
 the count of prior- and likelihood-sensitive parameters; with a ``[selection]`` section
-the K each criterion prefers and the posterior mode of the number of occupied
-components), and
-turns expected failures into one line on stderr (no traceback) and an exit status:
+the model each criterion prefers, the runner-up and their difference, and the posterior
+mode of the number of occupied components), and turns expected failures into one line on
+stderr (no traceback) and an exit status:
 
 - 0: success;
 - 2: the command or the config cannot be used as written (a usage error, a
@@ -24,8 +24,11 @@ turns expected failures into one line on stderr (no traceback) and an exit statu
   was written;
 - 130: interrupted; nothing was written.
 
-While NUTS samples, its progress bar runs on stderr; ``--quiet`` turns off both the bar
-and the summary. Anything else is a bug and keeps its traceback. Figures are drawn on bare
+Each step that can take a while (fitting the MAP, each sampler, the prior sweep, choosing
+K, drawing the figures) is announced on stderr with its time when done,
+``[bayes-gmm] fitting the MAP (K=2, full)... 2.4 s`` (:mod:`bayes_gmm.progress`), and
+while NUTS samples its progress bar runs there too; ``--quiet`` turns off these lines,
+the bar and the summary. Anything else is a bug and keeps its traceback. Figures are drawn on bare
 :class:`matplotlib.figure.Figure` objects, so the command never needs a display or
 pyplot's global state.
 """
@@ -91,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing results folder of the same name")
     run.add_argument("--quiet", action="store_true",
-                     help="no progress bar, and print nothing on success")
+                     help="no progress lines or bar, and print nothing on success")
     return parser
 
 
@@ -242,16 +245,37 @@ def _sensitivity_lines(result) -> list[str]:
     return lines
 
 
+# How the summary names each criterion, and the precision of its values.
+CRITERION_NAMES = {"bic": ("BIC", "BIC", 1), "icl": ("ICL", "ICL", 1),
+                   "aic": ("AIC", "AIC", 1),
+                   "heldout": ("held-out", "log density per point", 4),
+                   "loo": ("LOO", "elpd", 1)}
+
+
 def _selection_lines(result) -> list[str]:
-    """The headline of [selection], as in selection.json."""
+    """The headline of [selection], as in selection.json: per criterion the best model,
+    the runner-up and how far behind it is."""
     summary = result.summary
     ks = summary["ks"]
     span = f"K = {ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) else (
         "K in " + ", ".join(map(str, ks)))
-    lines = [
-        f"  choosing K     {span} in {result.time_s:.1f} s; best K: "
-        + ", ".join(f"{criterion} {k}" for criterion, k in summary["best"].items()),
-    ]
+    types = summary.get("covariance_types") or []
+    several = len(types) > 1
+    models = (f" x {', '.join(types)} ({len(ks) * len(types)} models)" if several
+              else f" ({types[0]})" if types else "")
+    lines = [f"  choosing K     {span}{models} in {result.time_s:.1f} s"]
+    for criterion, entry in summary["ranking"].items():
+        name, value_name, digits = CRITERION_NAMES.get(criterion, (criterion, criterion, 2))
+        best, runner = entry["best"], entry["runner_up"]
+        text = (f"best {_model(best, several)} ({value_name} "
+                f"{_value(best['value'], digits)})")
+        if runner is None:
+            text += "; no runner-up (one model)"
+        else:
+            text += f"; runner-up {_model(runner, several)}, {_difference(runner, digits)}"
+            if runner.get("dse") is not None:
+                text += f" (se {runner['dse']:.{digits}f})"
+        lines.append(f"    {name:<12} {text}")
     occupied = summary["occupied"]
     if occupied is not None:
         shown = ", ".join(f"{n}: {p:.2f}" for n, p in occupied["probabilities"].items()
@@ -268,6 +292,23 @@ def _selection_lines(result) -> list[str]:
 
 def _number(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def _model(entry, several) -> str:
+    return f"{entry['covariance_type']} K={entry['k']}" if several else f"K={entry['k']}"
+
+
+def _value(value, digits) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _difference(runner, digits) -> str:
+    difference = runner.get("difference")
+    if difference is None:
+        return "difference n/a"
+    if difference != 0 and abs(difference) < 0.5 * 10.0 ** -digits:
+        return f"{difference:+.2g}"  # a near tie, not a rounded zero
+    return f"{difference:+.{digits}f}"
 
 
 if __name__ == "__main__":

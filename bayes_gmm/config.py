@@ -70,6 +70,7 @@ off).
 
     [selection]                      # optional; left out: no choosing K
     ks = [1, 2, 3, 4, 5, 6]          # or an integer k: 1..k
+    covariance_type = ["full", "diag", "spherical", "tied"]  # or one; default [model]'s
     criteria = ["bic", "icl", "aic", "heldout", "loo"]
     validation_fraction = 0.25       # "heldout": share of the points held out
     posterior = "gibbs"              # "loo": the sampler, one posterior per K
@@ -84,7 +85,7 @@ off).
     num_samples = 2000
     reference = [3, 7]               # optional: a published range, shaded on the figure
 
-With ``[selection]`` every criterion is computed for every K
+With ``[selection]`` every criterion is computed for every K and covariance type
 (:func:`bayes_gmm.selection.select_k`) with ``[model]``'s EM settings and ``[prior]``'s
 overrides; ``[model] n_components`` remains the K of the main MAP fit.
 """
@@ -552,6 +553,8 @@ def _check_sensitivity(config: ExperimentConfig, where: _Where) -> None:
 
 # bayes_gmm.selection.CRITERIA, spelled out so that reading a config imports no JAX.
 SELECTION_CRITERIA = ("bic", "icl", "aic", "heldout", "loo")
+# The covariance types [model] accepts; [selection] takes one or a list of them.
+COVARIANCE_TYPES = typing.get_args(typing.get_type_hints(ModelConfig)["covariance_type"])
 
 
 @dataclass(frozen=True)
@@ -593,17 +596,25 @@ class SelectionConfig:
     (:func:`bayes_gmm.selection.select_k`), and with ``[selection.occupied]`` the
     posterior of the number of occupied components of a sparse overfitted mixture.
 
-    ``ks`` is a list of K, or an integer k for 1..k. ``posterior``, ``num_chains``,
-    ``num_warmup`` and ``num_samples`` are the sampler of ``"loo"`` (one posterior per K).
-    The EM settings (``covariance_type``, ``n_init``, ``max_iter``, ``tol``) are
-    ``[model]``'s and the prior overrides ``[prior]``'s, the same for every K (so
-    ``weight_concentration_prior`` must be one number). ``[model] n_components`` stays the
-    K of the main MAP fit (``map.json`` and its figures): the K to look at in detail.
+    ``ks`` is a list of K, or an integer k for 1..k. ``covariance_type`` is one type or a
+    list of them (``["full", "diag", "spherical", "tied"]``: every K of every type, the
+    best model over all of them, as mclust's ``Mclust`` searches); left out, ``[model]``'s.
+    ``[selection.occupied]`` takes it when it is one type, ``[model]``'s otherwise.
+    ``posterior``, ``num_chains``, ``num_warmup`` and ``num_samples`` are the sampler of
+    ``"loo"`` (one posterior per K and type). The other EM settings (``n_init``,
+    ``max_iter``, ``tol``) are ``[model]``'s and the prior overrides ``[prior]``'s, the
+    same for every K (so ``weight_concentration_prior`` must be one number).
+    ``[model] n_components`` stays the K of the main MAP fit (``map.json`` and its
+    figures): the K to look at in detail.
     Whether the Ks fit the data (at most N points, or N minus the validation points with
     ``"heldout"``) is checked once the data are loaded, before any fit.
     """
 
     ks: int | tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    # One type, or a list (each once); None: [model]'s covariance_type.
+    covariance_type: str | tuple[str, ...] | None = field(
+        default=None, metadata={"example": '"full", or a list of several of "full", "tied", '
+                                           '"diag", "spherical", e.g. ["full", "diag"]'})
     criteria: tuple[str, ...] = SELECTION_CRITERIA
     validation_fraction: float = 0.25  # share held out for "heldout"
     posterior: PosteriorMethod = "gibbs"  # sampler of "loo"
@@ -618,11 +629,22 @@ class SelectionConfig:
         ks = range(1, self.ks + 1) if isinstance(self.ks, int) else self.ks
         return sorted(set(ks))
 
+    def covariance_types(self, model: ModelConfig) -> str | list[str]:
+        """What ``select_k`` gets as ``covariance_type``: the one type (a string; left
+        out: ``model``'s) or the list of them."""
+        if self.covariance_type is None:
+            return model.covariance_type
+        if isinstance(self.covariance_type, str):
+            return self.covariance_type
+        return list(self.covariance_type)
+
     def _check(self, where: _Where) -> None:
         ks = (self.ks,) if isinstance(self.ks, int) else self.ks
         if min(ks) < 1:
             where.fail("ks", "numbers of components >= 1 (a list, or an integer k for "
                        "1..k)", _shown(self.ks), "Write e.g. ks = [1, 2, 3, 4, 5, 6].")
+        if self.covariance_type is not None:
+            _check_covariance_types(self.covariance_type, where)
         for criterion in self.criteria:
             if criterion not in SELECTION_CRITERIA:
                 close = difflib.get_close_matches(criterion, SELECTION_CRITERIA, n=1)
@@ -637,6 +659,24 @@ class SelectionConfig:
             where.fail("validation_fraction", "a share of the points strictly between 0 "
                        "and 1", _shown(self.validation_fraction),
                        "Write e.g. validation_fraction = 0.25.")
+
+
+def _check_covariance_types(value: str | tuple[str, ...], where: _Where) -> None:
+    """Known names, each once (the list may not be empty: the loader refuses [])."""
+    names = (value,) if isinstance(value, str) else value
+    allowed = ", ".join(map(repr, COVARIANCE_TYPES))
+    expected = f"one of {allowed}, or a list of them (each once)"
+    for name in names:
+        if name not in COVARIANCE_TYPES:
+            close = difflib.get_close_matches(name, COVARIANCE_TYPES, n=1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            where.fail("covariance_type", expected, _shown(value),
+                       f'{hint}Write e.g. covariance_type = ["full", "diag", "spherical", '
+                       '"tied"], or one of them.')
+    if len(set(names)) != len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        where.fail("covariance_type", expected, _shown(value),
+                   f"Remove the repeated {', '.join(map(repr, repeated))}.")
 
 
 def _check_selection(config: ExperimentConfig, where: _Where) -> None:

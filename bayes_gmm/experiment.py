@@ -2,8 +2,9 @@
 
 This is the layer between :mod:`bayes_gmm.config` (what to do) and :mod:`bayes_gmm.cli`
 (how a person asks for it): it calls only the layers below (datasets, the estimator,
-plots) and never prints. :func:`run_experiment` returns an :class:`ExperimentResult` the
-CLI summarises.
+plots) and prints nothing but, with ``progress=True``, a line on stderr for each long
+step (:func:`bayes_gmm.progress.step`). :func:`run_experiment` returns an
+:class:`ExperimentResult` the CLI summarises.
 
 The results folder ``<output_dir>/<name>/`` holds ``map.json`` (the estimate, the prior,
 the seed, the config and the software and device it ran on), ``run.json`` (when it ran
@@ -23,8 +24,9 @@ grid point and component), ``sweep.png``, ``effective_components.png`` (when the
 concentration is swept), ``sensitivity.json`` (settings and headline) and, with a posterior,
 ``power_scaling.csv`` (:func:`bayes_gmm.sensitivity.power_scaling_sensitivity` of the main
 method's draws). With a ``[selection]`` section every criterion for choosing K is
-computed (:func:`bayes_gmm.selection.select_k`): ``selection.csv`` (one row per K),
-``selection.png``, ``selection.json`` (settings, the best K per criterion) and, with
+computed (:func:`bayes_gmm.selection.select_k`, over one covariance type or several):
+``selection.csv`` (one row per K, or per covariance type and K), ``selection.png``,
+``selection.json`` (settings, the best model and the runner-up per criterion) and, with
 ``[selection.occupied]``, ``occupied_components.csv`` and ``occupied_components.png``
 (:func:`bayes_gmm.selection.occupied_components`). Everything is computed before the
 first file is written. The folder is never half-written and never silently replaced:
@@ -51,6 +53,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -72,6 +75,7 @@ from bayes_gmm.config import (
     TwoGaussiansData,
 )
 from bayes_gmm.estimator import BayesianGMM
+from bayes_gmm.progress import reporting, step
 
 # The iteration figures shown together in one grid, at most (evenly spaced, first and
 # last included): more panels than this are too small to read.
@@ -250,10 +254,11 @@ def sample(config: ExperimentConfig, data: Dataset, gmm: BayesianGMM,
     spec = config.posterior
     results = {}
     for method in spec.methods:
-        with warnings.catch_warnings(record=True) as caught:
+        bar = progress and method == "nuts"
+        with step(_sampling_words(method, spec), shares_stream=bar), \
+                warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            tree = gmm.sample_posterior(data.frame, method=method,
-                                        progress_bar=progress and method == "nuts",
+            tree = gmm.sample_posterior(data.frame, method=method, progress_bar=bar,
                                         **spec.sampler_kwargs())
             comparison = diagnostics.compare_map_posterior(gmm, tree, hdi_prob=spec.hdi_prob)
             table = diagnostics.diagnostics_table(tree)
@@ -262,6 +267,15 @@ def sample(config: ExperimentConfig, data: Dataset, gmm: BayesianGMM,
         summary = _posterior_summary(method, tree, comparison, table, spec, messages)
         results[method] = PosteriorResult(method, tree, comparison, table, summary)
     return results
+
+
+def _sampling_words(method, spec) -> str:
+    """What the progress line says while ``method`` samples."""
+    size = f"{spec.num_chains} chains x {spec.num_samples} draws"
+    if method == "laplace":
+        return f"drawing from the Laplace approximation at the MAP ({size})"
+    name = {"nuts": "NUTS", "gibbs": "the Gibbs sampler"}.get(method, method)
+    return f"sampling the posterior with {name} ({size} after {spec.num_warmup} warm-up)"
 
 
 def run_experiment(
@@ -285,7 +299,9 @@ def run_experiment(
     overwrite : bool, default False
         Replace an existing results folder.
     progress : bool, default False
-        Show the sampler's progress bar on stderr (NUTS).
+        Say on stderr what is running (fitting, each sampler, the sweep, choosing K,
+        writing the figures) and how long it took (:func:`bayes_gmm.progress.step`), and
+        show NumPyro's progress bar while NUTS samples.
 
     Returns
     -------
@@ -305,6 +321,11 @@ def run_experiment(
         From the estimator, when the fit itself became non-finite, or from the Laplace
         approximation when the curvature at the MAP is not positive definite.
     """
+    with reporting(progress):
+        return _run_experiment(config, config_path, output_dir, overwrite, progress)
+
+
+def _run_experiment(config, config_path, output_dir, overwrite, progress) -> ExperimentResult:
     root = Path(config.output_dir if output_dir is None else output_dir)
     final = root / config.name
     _check_target(final, overwrite)
@@ -314,7 +335,10 @@ def run_experiment(
     grid = None if config.sensitivity is None else sensitivity_grid(config, data)
     if config.selection is not None:
         check_selection(config, data)
-    gmm, messages = fit(config, data)
+    model = config.model
+    starts = f", {model.n_init} starts" if model.n_init > 1 else ""
+    with step(f"fitting the MAP (K={model.n_components}, {model.covariance_type}{starts})"):
+        gmm, messages = fit(config, data)
     posterior = {} if config.posterior is None else sample(config, data, gmm, progress)
     swept = None if grid is None else run_sensitivity(config, data, gmm, grid, posterior)
     iterations = _figure_iterations(gmm.n_iter_, config.output.max_iteration_figures)
@@ -341,14 +365,19 @@ def run_experiment(
     staging = Path(tempfile.mkdtemp(prefix=f".{config.name}.", suffix=".partial", dir=root))
     _give_folder_default_permissions(staging)
     try:
-        _write_figures(staging, config, data, gmm, iterations, names)
+        n_figures = len(names["iterations"]) + bool(names["grid"]) + bool(names["log_posterior"])
+        with step(f"drawing the EM figures ({n_figures})") if n_figures else nullcontext():
+            _write_figures(staging, config, data, gmm, iterations, names)
         if posterior:
-            _write_posterior(staging, config, data, gmm, posterior, names)
+            with step("writing the posterior draws, tables and figures"):
+                _write_posterior(staging, config, data, gmm, posterior, names)
             _atomic_write(staging / "posterior.json", posterior_text.encode("utf-8"))
         if swept is not None:
-            _write_sensitivity(staging, config, swept, names["sensitivity"])
+            with step("writing the sweep and its figures"):
+                _write_sensitivity(staging, config, swept, names["sensitivity"])
         if chosen is not None:
-            _write_selection(staging, config, chosen, names["selection"])
+            with step("writing the selection table and figures"):
+                _write_selection(staging, config, chosen, names["selection"])
         if config_path is not None:
             _atomic_write(staging / "config.toml", Path(config_path).read_bytes())
         _atomic_write(staging / "run.json", _run_record(
@@ -439,20 +468,22 @@ def run_sensitivity(config: ExperimentConfig, data: Dataset, gmm: BayesianGMM, g
     spec, model = config.sensitivity, config.model
     start = spec.start
     began = time.perf_counter()
-    sweep = prior_sweep(
-        data.frame, gmm.prior_, grid, covariance_type=model.covariance_type,
-        combine=spec.combine, key=config.seed,
-        init_params=gmm.params_ if start == "map" else None,
-        init=model.init_params if start == "map" else start,
-        max_iter=model.max_iter, tol=model.tol, weight_threshold=spec.weight_threshold,
-        chunk_size=model.chunk_size,
-    )
+    with step(f"prior sweep ({spec.n_points} MAP fits over {', '.join(grid)})"):
+        sweep = prior_sweep(
+            data.frame, gmm.prior_, grid, covariance_type=model.covariance_type,
+            combine=spec.combine, key=config.seed,
+            init_params=gmm.params_ if start == "map" else None,
+            init=model.init_params if start == "map" else start,
+            max_iter=model.max_iter, tol=model.tol, weight_threshold=spec.weight_threshold,
+            chunk_size=model.chunk_size,
+        )
     sweep_time = time.perf_counter() - began
     table = sweep_table(sweep)
     power = None
     if posterior and spec.power_scaling:
-        main = next(iter(posterior.values()))
-        power = power_scaling_sensitivity(main.tree)
+        method, main = next(iter(posterior.items()))
+        with step(f"power-scaling sensitivity of the {method} draws"):
+            power = power_scaling_sensitivity(main.tree)
     summary = _sensitivity_summary(config, sweep, grid, power,
                                    next(iter(posterior)) if power is not None else None)
     return SensitivityResult(sweep, table, power, summary, sweep_time)
@@ -569,7 +600,7 @@ class SelectionResult:
     """Every criterion over K and, with ``[selection.occupied]``, the posterior of the
     number of occupied components."""
 
-    table: pd.DataFrame  # selection.csv: bayes_gmm.selection.select_k, one row per K
+    table: pd.DataFrame  # selection.csv: select_k, a row per K or per (covariance type, K)
     occupied: object | None  # bayes_gmm.selection.OccupiedComponents, or None
     summary: dict  # the contents of selection.json (JSON-ready, no NaN)
     time_s: float  # wall time of both, compilation included (not written: not a fact
@@ -614,12 +645,14 @@ def check_selection(config: ExperimentConfig, data: Dataset) -> None:
 
 
 def run_selection(config: ExperimentConfig, data: Dataset) -> SelectionResult:
-    """Compute every criterion of ``config.selection`` for every K
+    """Compute every criterion of ``config.selection`` for every K and covariance type
     (:func:`bayes_gmm.selection.select_k`) and, with ``[selection.occupied]``, the
     posterior of the number of occupied components
     (:func:`bayes_gmm.selection.occupied_components`).
 
-    EM settings (``covariance_type``, ``n_init``, ``max_iter``, ``tol``) come from
+    The covariance types are ``[selection] covariance_type`` (one or a list; left out,
+    ``[model]``'s); the sparse mixture takes that type when it is one, ``[model]``'s
+    otherwise. The other EM settings (``n_init``, ``max_iter``, ``tol``) come from
     ``[model]``, the prior overrides from ``[prior]`` (the same for every K; the sparse
     mixture takes its own ``weight_concentration_prior``), the seed from the config.
     The main MAP fit (``[model] n_components``) is not touched.
@@ -629,34 +662,121 @@ def run_selection(config: ExperimentConfig, data: Dataset) -> SelectionResult:
     from bayes_gmm.selection import occupied_components, select_k
 
     spec, model = config.selection, config.model
+    covariance_type = spec.covariance_types(model)
     overrides = _prior_kwargs(config)
     began = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = select_k(
-            data.x, spec.k_values, covariance_type=model.covariance_type,
-            criteria=spec.criteria, validation_fraction=spec.validation_fraction,
-            posterior=spec.posterior, num_chains=spec.num_chains,
-            num_warmup=spec.num_warmup, num_samples=spec.num_samples,
-            n_init=model.n_init, max_iter=model.max_iter, tol=model.tol,
-            random_state=config.seed, **overrides,
-        )
+        with step(_selection_words(spec, covariance_type)):
+            table = select_k(
+                data.x, spec.k_values, covariance_type=covariance_type,
+                criteria=spec.criteria, validation_fraction=spec.validation_fraction,
+                posterior=spec.posterior, num_chains=spec.num_chains,
+                num_warmup=spec.num_warmup, num_samples=spec.num_samples,
+                n_init=model.n_init, max_iter=model.max_iter, tol=model.tol,
+                random_state=config.seed, **overrides,
+            )
         occupied = None
         if spec.occupied is not None:
             sparse = spec.occupied
-            occupied = occupied_components(
-                data.x, sparse.k_max, covariance_type=model.covariance_type,
-                weight_concentration_prior=sparse.weight_concentration_prior,
-                num_chains=sparse.num_chains, num_warmup=sparse.num_warmup,
-                num_samples=sparse.num_samples, thinning=sparse.thinning,
-                n_init=model.n_init, max_iter=model.max_iter, random_state=config.seed,
-                **{k: v for k, v in overrides.items() if k != "weight_concentration_prior"},
-            )
+            with step(f"sparse overfitted mixture (k_max={sparse.k_max}): the Gibbs "
+                      f"sampler, {sparse.num_chains} chains x {sparse.num_samples} draws"):
+                occupied = occupied_components(
+                    data.x, sparse.k_max,
+                    covariance_type=(covariance_type if isinstance(covariance_type, str)
+                                     else model.covariance_type),
+                    weight_concentration_prior=sparse.weight_concentration_prior,
+                    num_chains=sparse.num_chains, num_warmup=sparse.num_warmup,
+                    num_samples=sparse.num_samples, thinning=sparse.thinning,
+                    n_init=model.n_init, max_iter=model.max_iter, random_state=config.seed,
+                    **{k: v for k, v in overrides.items()
+                       if k != "weight_concentration_prior"},
+                )
     elapsed = time.perf_counter() - began
     messages = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught
                                   if issubclass(w.category, UserWarning)))
     return SelectionResult(table, occupied, _selection_summary(config, table, occupied,
                                                                messages), elapsed)
+
+
+def _selection_words(spec, covariance_type) -> str:
+    """What the progress line says while select_k runs."""
+    ks = spec.k_values
+    span = f"K={ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) else (
+        "K in " + ", ".join(map(str, ks)))
+    if isinstance(covariance_type, str):
+        models = f"{span}, {covariance_type}"
+    else:
+        models = (f"{span} x {', '.join(covariance_type)} "
+                  f"({len(ks) * len(covariance_type)} models)")
+    words = f"choosing K: {models}; {', '.join(spec.criteria)}"
+    if "loo" in spec.criteria:
+        words += (f" (LOO samples every model's posterior: {spec.posterior}, "
+                  f"{spec.num_chains} chains x {spec.num_samples} draws)")
+    return words
+
+
+def selection_ranking(table) -> dict:
+    """The best model and the runner-up of every criterion of a ``select_k`` table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`bayes_gmm.selection.select_k`, one covariance type (index ``k``) or
+        several (index ``(covariance_type, k)``).
+
+    Returns
+    -------
+    dict
+        ``{criterion: {"column", "better", "best", "runner_up"}}``, criteria in the
+        table's order; ``best`` is ``{"covariance_type", "k", "value"}`` (the row
+        ``select_k`` marked best), ``runner_up`` the best other row (its ``attrs
+        ["runner_up"]`` when given) with ``difference`` = its value minus the best's
+        (positive for the criteria where lower is better, negative otherwise) and, for
+        LOO, ``dse``, the standard error of that difference (``arviz_stats.compare``),
+        when the table has it; ``runner_up`` is None with a single model.
+    """
+    from bayes_gmm.selection import CRITERION_COLUMNS
+
+    several = isinstance(table.index, pd.MultiIndex)
+    single_type = None if several else table.attrs.get("covariance_type")
+    runner_ups = table.attrs.get("runner_up") or {}
+    ranking = {}
+
+    def row(position, column):
+        key = table.index[position]
+        covariance_type, k = key if several else (single_type, key)
+        return {"covariance_type": None if covariance_type is None else str(covariance_type),
+                "k": int(k), "value": _finite_or_none(table[column].iloc[position])}
+
+    for criterion, best in table.attrs["best"].items():
+        column, direction = CRITERION_COLUMNS[criterion]
+        values = table[column].to_numpy(np.float64)
+        position = table.index.get_loc(best)
+        entry = {"column": column, "better": "lower" if direction == "min" else "higher",
+                 "best": row(position, column), "runner_up": None}
+        if criterion in runner_ups and runner_ups[criterion] is not None:
+            second = table.index.get_loc(runner_ups[criterion])
+        else:
+            others = values.copy()
+            others[position] = np.nan
+            finite = np.isfinite(others)
+            second = None
+            if finite.any():
+                second = int(np.nanargmin(others) if direction == "min"
+                             else np.nanargmax(others))
+        if second is not None:
+            runner = row(second, column)
+            difference = float(values[second] - values[position])
+            runner["difference"] = _finite_or_none(difference)
+            if criterion == "loo" and {"loo_elpd_diff", "loo_dse"} <= set(table.columns):
+                # arviz_stats.compare's difference to its best (this elpd minus the
+                # best's), when that best is ours: then its standard error applies.
+                if np.isclose(table["loo_elpd_diff"].iloc[second], difference):
+                    runner["dse"] = _finite_or_none(table["loo_dse"].iloc[second])
+            entry["runner_up"] = runner
+        ranking[criterion] = entry
+    return ranking
 
 
 def occupied_table(occupied) -> pd.DataFrame:
@@ -670,14 +790,32 @@ def occupied_table(occupied) -> pd.DataFrame:
 
 
 def _selection_summary(config, table, occupied, messages) -> dict:
-    """The headline of [selection], as in selection.json."""
+    """The headline of [selection], as in selection.json: ``best`` and ``runner_up`` per
+    criterion as K (one covariance type) or ``{"covariance_type", "k"}`` (several), and
+    ``ranking`` with their values and difference (:func:`selection_ranking`)."""
+    several = isinstance(table.index, pd.MultiIndex)
+    ranking = selection_ranking(table)
+
+    def model(entry):
+        if entry is None:
+            return None
+        if several:
+            return {"covariance_type": entry["covariance_type"], "k": entry["k"]}
+        return entry["k"]
+
+    ks = table.index.get_level_values("k") if several else table.index
+    types = table.attrs.get("covariance_type")
     summary = {
         "name": config.name,
         "bayes_gmm_version": bayes_gmm.__version__,
         "seed": config.seed,
         "settings": _plain_config(config.selection),
-        "ks": [int(k) for k in table.index],
-        "best": {criterion: int(k) for criterion, k in table.attrs["best"].items()},
+        "ks": sorted({int(k) for k in ks}),
+        "covariance_types": [types] if isinstance(types, str) else list(types or ()),
+        "best": {criterion: model(entry["best"]) for criterion, entry in ranking.items()},
+        "runner_up": {criterion: model(entry["runner_up"])
+                      for criterion, entry in ranking.items()},
+        "ranking": ranking,
         "n_samples": int(table.attrs["n_samples"]),
         "n_validation": int(table.attrs["n_validation"]),
         "sign_convention": table.attrs["sign_convention"],
@@ -720,11 +858,13 @@ def _selection_file_names(config) -> dict:
 def _write_selection(folder: Path, config, result: SelectionResult, names) -> None:
     """selection.csv, selection.<ext>, occupied_components.csv and .<ext>, selection.json."""
     out = config.output
+    # With several covariance types the index (covariance_type, k) gives the CSV a
+    # covariance_type column before k.
     _atomic_write(folder / names["csv"], _csv(result.table, names["csv"]))
     n_panels = sum(column in result.table.columns for column, *_ in plots.SELECTION_PANELS)
     n_columns = min(n_panels, 3)
-    fig = Figure(figsize=(3.4 * n_columns, 2.9 * -(-n_panels // n_columns) + 0.4),
-                 layout="constrained")
+    fig = Figure(figsize=(3.6 * n_columns + 1.2, 3.0 * -(-n_panels // n_columns) + 0.4),
+                 layout="constrained")  # + the legend of the covariance types
     plots.selection_figure(result.table, fig=fig)
     _save(fig, folder / names["figure"], out)
     if result.occupied is not None:

@@ -33,6 +33,11 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from bayes_gmm.covariance import as_full_covariances
 from bayes_gmm.em import e_step
+from bayes_gmm.plots_selection import (  # noqa: F401 (re-exported)
+    SELECTION_PANELS,
+    selection,
+    selection_figure,
+)
 from bayes_gmm.priors import check_covariance_type
 
 # Distances (in standard deviations) of the ellipses drawn around each component, and
@@ -1075,76 +1080,8 @@ def _draw_quantity(ax, quantity, x, sub, colors, alpha, label):
 # --------------------------------------------------------------------------------------
 # Choosing K
 
-# The panels of selection_figure: table column, title, whether lower is better.
-SELECTION_PANELS = (
-    ("bic", "BIC at the MAP", True),
-    ("icl", "ICL at the MAP", True),
-    ("aic", "AIC at the MAP", True),
-    ("heldout_log_likelihood", "held-out log likelihood per point", False),
-    ("elpd_loo", "PSIS-LOO elpd", False),
-)
-
-
-def selection_figure(table, *, fig=None):
-    """Every criterion of :func:`bayes_gmm.selection.select_k` against K.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        From :func:`bayes_gmm.selection.select_k` (index ``k``); a panel is drawn for
-        each criterion column it has (``bic``, ``icl``, ``aic``,
-        ``heldout_log_likelihood``, ``elpd_loo``).
-    fig : matplotlib Figure, optional
-        An empty figure to draw on; by default a new pyplot figure.
-
-    Returns
-    -------
-    Figure
-        One panel per criterion, titled with its direction ("lower is better" or
-        "higher is better"); the values against K (gid ``"criterion"``), the K each
-        criterion prefers as a red star (gid ``"best"``), and for ``elpd_loo`` error bars
-        of one standard error (gid ``"se"``).
-    """
-    panels = [panel for panel in SELECTION_PANELS if panel[0] in getattr(table, "columns", ())]
-    if not panels:
-        raise ValueError(
-            "table has no criterion column (bic, icl, aic, heldout_log_likelihood, "
-            "elpd_loo); pass the table returned by bayes_gmm.selection.select_k."
-        )
-    ks = np.asarray(table.index, np.int64)
-    if fig is None:
-        import matplotlib.pyplot as plt
-
-        fig = plt.figure(figsize=(3.4 * min(len(panels), 3), 2.9 * -(-len(panels) // 3)),
-                         layout="constrained")
-    n_columns = min(len(panels), 3)
-    axes = fig.subplots(-(-len(panels) // n_columns), n_columns, squeeze=False).ravel()
-    for ax, (column, title, lower) in zip(axes, panels, strict=False):
-        values = table[column].to_numpy(np.float64)
-        if column == "elpd_loo" and "elpd_loo_se" in table.columns:
-            ax.errorbar(ks, values, yerr=table["elpd_loo_se"].to_numpy(np.float64),
-                        color="0.55", linestyle="none", capsize=3, gid="se")
-        ax.plot(ks, values, marker="o", markersize=4, color="black", gid="criterion")
-        finite = np.isfinite(values)
-        if finite.any():
-            best = np.nanargmin(values) if lower else np.nanargmax(values)
-            ax.plot(ks[best], values[best], marker="*", markersize=15, color="tab:red",
-                    linestyle="none", gid="best", zorder=3)
-            ax.annotate(f"K = {ks[best]}", (ks[best], values[best]),
-                        textcoords="offset points", xytext=(6, 6), fontsize="small",
-                        color="tab:red")
-        ax.set_title(f"{title}\n({'lower' if lower else 'higher'} is better)",
-                     fontsize="medium")
-        ax.set_xlabel("K (components)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.margins(x=0.12, y=0.12)  # room for the star and its label at the edges
-        ax.grid(alpha=0.3)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    covariance_type = getattr(table, "attrs", {}).get("covariance_type")
-    fig.suptitle("Choosing K" + (f" ({covariance_type} covariances)" if covariance_type
-                                 else ""), fontsize="medium")
-    return fig
+# selection (criteria against K, one line per covariance type) and selection_figure (the
+# results folder's, every criterion) are in bayes_gmm.plots_selection, imported above.
 
 
 def occupied_components_figure(result, *, ax=None, reference=None):

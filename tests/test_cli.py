@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -276,6 +277,13 @@ def test_old_faithful_succeeds_with_progress_and_summary(old_faithful):
     status, folder, printed, err = old_faithful
     assert status == 0, err
     assert "100/100" in err  # NumPyro's progress bar: 50 warm-up + 50 draws
+    # The progress lines: NumPyro's bar between the announcement and the time of NUTS.
+    nuts = "[bayes-gmm] sampling the posterior with NUTS (2 chains x 50 draws after 50 warm-up)"
+    fitting = r"^\[bayes-gmm\] fitting the MAP \(K=2, full, 5 starts\)\.\.\. \d+\.\d s$"
+    assert re.search(fitting, err, flags=re.M), err
+    assert f"{nuts}...\n" in err and re.search(rf"^{re.escape(nuts)}: done in \d+\.\d s$",
+                                                err, flags=re.M)
+    assert err.index(f"{nuts}...") < err.index("100/100") < err.index(f"{nuts}: done")
     assert "272 points x 2 features (eruptions, waiting)" in printed
     assert "posterior      nuts: 2 chains x 50 draws after 50 warm-up" in printed
     assert re.search(r"diagnostics  max R-hat \d\.\d{3}, min ESS \d+ bulk, \d+ tail, "
@@ -428,6 +436,52 @@ def test_quiet_run_compares_methods(tmp_path, capsys, monkeypatch):
     files = strict_json(folder / "map.json")["files"]
     assert sorted(files) == sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                                    if p.is_file())
+
+
+def test_progress_lines_name_each_step_and_quiet_silences_them(tmp_path, capsys):
+    # The sizes of test_quiet_run_compares_methods: the compiled sampler is reused.
+    config = write_posterior_config(tmp_path, GIBBS_ONE_CHAIN)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output-dir", str(out)]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    expected = [
+        r"fitting the MAP \(K=2, diag\)",
+        r"sampling the posterior with the Gibbs sampler \(1 chains x 20 draws after 10 "
+        r"warm-up\)",
+        r"drawing the EM figures \(1\)",  # the log-posterior trace
+        r"writing the posterior draws, tables and figures",
+    ]
+    assert len(lines) == len(expected), err
+    for line, words in zip(lines, expected, strict=True):
+        assert re.fullmatch(rf"\[bayes-gmm\] {words}\.\.\. \d+\.\d s", line), line
+    assert main(["run", str(config), "--output-dir", str(out), "--overwrite", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_progress_step_says_what_runs_and_how_it_ended(capsys):
+    from bayes_gmm.progress import reporting, step
+
+    with step("silent unless reporting"):
+        pass
+    assert capsys.readouterr().err == ""
+    with reporting():
+        with step("fitting"):
+            pass
+        with step("sampling", shares_stream=True):
+            print("a progress bar", file=sys.stderr)
+        with pytest.raises(ValueError), step("failing"):
+            raise ValueError("no")
+        with pytest.raises(KeyboardInterrupt), step("sampling", shares_stream=True):
+            raise KeyboardInterrupt
+        with reporting(False), step("quiet inside"):
+            pass
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"\[bayes-gmm\] fitting\.\.\. 0\.\d s", lines[0])
+    assert lines[1:3] == ["[bayes-gmm] sampling...", "a progress bar"]
+    assert re.fullmatch(r"\[bayes-gmm\] sampling: done in 0\.\d s", lines[3])
+    assert re.fullmatch(r"\[bayes-gmm\] failing\.\.\. failed after 0\.\d s", lines[4])
+    assert lines[5:] == ["[bayes-gmm] sampling...", "[bayes-gmm] sampling: interrupted"]
 
 
 def empty_column(path, column):

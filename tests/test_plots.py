@@ -9,6 +9,7 @@ from conftest import DTYPE
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from reference import covariance_matrices
+from selection_tables import TYPES, selection_table
 
 from bayes_gmm import BayesianGMM, GMMParams, compare_map_posterior, plots
 from bayes_gmm.datasets import two_gaussians
@@ -381,3 +382,107 @@ def test_plots_is_reachable_from_a_plain_import():
     assert bayes_gmm.plots is plots
     with pytest.raises(AttributeError, match="no attribute 'plotz'"):
         bayes_gmm.plotz  # noqa: B018
+
+
+# --------------------------------------------------------------------------------------
+# Choosing K and the covariance type: plots.selection, plots.selection_figure
+
+def criterion_lines(ax):
+    return [line for line in ax.lines if line.get_gid() == "criterion"]
+
+
+def test_selection_draws_one_line_per_covariance_type_and_rings_the_best():
+    table = selection_table(best_at=("tied", 3))
+    fig = plots.selection(table)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2  # BIC and ICL by default
+    for ax, column in zip(axes, ("bic", "icl"), strict=True):
+        lines = criterion_lines(ax)
+        assert [line.get_label() for line in lines] == TYPES  # the table's order
+        for line, covariance_type in zip(lines, TYPES, strict=True):
+            np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3, 4])
+            np.testing.assert_array_equal(line.get_ydata(),
+                                          table.loc[covariance_type, column].to_numpy())
+        (ring,) = [line for line in ax.lines if line.get_gid() == "best"]
+        assert (ring.get_xdata()[0], ring.get_ydata()[0]) == (3, table.loc[("tied", 3), column])
+        assert any(text.get_text() == "tied, K = 3" for text in ax.texts)
+        label = ax.get_ylabel()
+        assert "lower is better" in label and f"mclust plots -{column.upper()}" in label
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    (legend,) = fig.legends
+    legend = [text.get_text() for text in legend.get_texts()]
+    assert legend == [*TYPES, "best"]
+    assert "covariance type" in fig.get_suptitle()
+
+
+def test_selection_of_one_covariance_type_draws_one_line():
+    table = selection_table(types=["full"], best_at=("full", 2))
+    fig = plots.selection(table, criteria="bic", fig=Figure())
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    (line,) = criterion_lines(ax)
+    np.testing.assert_array_equal(line.get_ydata(), table["bic"].to_numpy())
+    (ring,) = [line for line in ax.lines if line.get_gid() == "best"]
+    assert ring.get_xdata()[0] == 2
+    assert any(text.get_text() == "K = 2" for text in ax.texts)
+    assert "full covariances" in fig.get_suptitle()
+
+
+def test_selection_marks_the_row_select_k_marked_and_finds_one_without_marks():
+    table = selection_table(best_at=("diag", 2))
+    # select_k's mark wins (e.g. its tie rule); without marks the best value is found.
+    table["best_bic"] = False
+    table.loc[("full", 4), "best_bic"] = True
+    fig = plots.selection(table, criteria=["bic", "heldout"])
+    rings = [[line for line in ax.lines if line.get_gid() == "best"][0] for ax in fig.axes
+             if ax.get_visible()]
+    assert rings[0].get_xdata()[0] == 4
+    unmarked = table.drop(columns=[c for c in table.columns if c.startswith("best_")])
+    fig = plots.selection(unmarked, criteria=["bic", "heldout"])
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes:  # lowest BIC, highest held-out likelihood: diag K = 2
+        (ring,) = [line for line in ax.lines if line.get_gid() == "best"]
+        assert ring.get_xdata()[0] == 2
+        assert any(text.get_text() == "diag, K = 2" for text in ax.texts)
+    assert "higher is better" in axes[1].get_ylabel()
+
+
+def test_selection_defaults_to_the_information_criteria_the_table_has():
+    table = selection_table().drop(columns=["bic", "icl", "best_bic", "best_icl"])
+    fig = plots.selection(table)
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert ax.get_title().startswith("AIC")
+
+
+def test_selection_figure_draws_every_criterion_per_covariance_type():
+    table = selection_table()
+    fig = plots.selection_figure(table, fig=Figure())
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split("\n")[0] for ax in axes] == [
+        "BIC at the MAP", "ICL at the MAP", "AIC at the MAP",
+        "held-out log likelihood per point", "PSIS-LOO elpd"]
+    for ax in axes:
+        assert len(criterion_lines(ax)) == len(TYPES)
+    assert len(axes[-1].containers) == len(TYPES)  # one error bar set per type (LOO)
+
+
+@pytest.mark.parametrize(("change", "error", "words"), [
+    (lambda t: t[["heldout_log_likelihood", "elpd_loo"]], ValueError,
+     r"no information criterion column \(bic, icl or aic\).*criteria=\['bic', 'icl'\]"),
+    (lambda t: t[["bic"]].assign(n=1).set_index("n", append=True), ValueError,
+     r"expected \('covariance_type', 'k'\)"),
+    (lambda t: t["bic"], TypeError, "pandas DataFrame returned by"),
+])
+def test_selection_errors_name_the_fix(change, error, words):
+    with pytest.raises(error, match=words):
+        plots.selection(change(selection_table()))
+
+
+def test_selection_criteria_errors_name_the_fix():
+    table = selection_table()
+    with pytest.raises(ValueError, match="unknown criterion 'bics'; choose among 'bic'"):
+        plots.selection(table, criteria=["bics"])
+    with pytest.raises(ValueError, match="no 'aic' column.*Recompute the table with 'aic'"):
+        plots.selection(table.drop(columns="aic"), criteria=["bic", "aic"])
+    with pytest.raises(ValueError, match="no criterion column"):
+        plots.selection_figure(table[[]])

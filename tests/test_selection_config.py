@@ -1,11 +1,14 @@
 """The [selection] section: read and checked like every section (errors name the key),
 checked against the data before any fit, and run by the CLI after the MAP fit into the
 results folder (selection.csv, selection.png, selection.json, and with
-[selection.occupied] occupied_components.csv and .png), at smoke sizes."""
+[selection.occupied] occupied_components.csv and .png), at smoke sizes; a model search
+over several covariance types reaches select_k, the results folder and the summary
+(with a table of select_k's shape, built by hand)."""
 
 import contextlib
 import io
 import json
+import re
 import textwrap
 import tomllib
 from pathlib import Path
@@ -13,11 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from selection_tables import TYPES, selection_table
 
-from bayes_gmm import plots
-from bayes_gmm.cli import main
+from bayes_gmm import plots, selection
+from bayes_gmm.cli import _selection_lines, main
 from bayes_gmm.config import ConfigError, load_config, parse_config
-from bayes_gmm.experiment import check_selection, load_data
+from bayes_gmm.experiment import (
+    SelectionResult,
+    check_selection,
+    load_data,
+    selection_ranking,
+)
 from bayes_gmm.selection import CRITERIA
 
 pytestmark = pytest.mark.float32_pass
@@ -80,6 +89,20 @@ def test_defaults_and_spellings():
     assert parse("").selection is None
 
 
+def test_covariance_type_is_model_s_one_type_or_a_list():
+    config = parse("[selection]\n")
+    assert config.selection.covariance_type is None
+    assert config.selection.covariance_types(config.model) == "full"
+    config = parse('covariance_type = "diag"\n[selection]\n')  # under [model]
+    assert config.selection.covariance_types(config.model) == "diag"
+    config = parse('[selection]\ncovariance_type = "tied"\n')
+    assert config.selection.covariance_types(config.model) == "tied"
+    config = parse('[selection]\ncovariance_type = ["full", "diag", "spherical", "tied"]\n')
+    assert config.selection.covariance_types(config.model) == TYPES
+    assert config.to_dict()["selection"]["covariance_type"] == TYPES
+    assert config.model.covariance_type == "full"  # the main fit keeps [model]'s
+
+
 def test_the_config_config_record_is_plain_json():
     config = load_config(GALAXY)
     settings = json.loads(json.dumps(config.to_dict()))["selection"]
@@ -98,7 +121,7 @@ def test_the_config_config_record_is_plain_json():
      "strictly between 0 and 1"),
     ("[selection]\nposterior = 'hmc'\n", "selection.posterior", "'nuts', 'gibbs', 'laplace'"),
     ("[selection]\nnum_samples = 0\n", "selection.num_samples", ">= 1"),
-    ("[selection]\nkmax = 3\n", "selection.kmax", "takes ks, criteria"),
+    ("[selection]\nkmax = 3\n", "selection.kmax", "takes ks, covariance_type, criteria"),
     ("[selection]\n[selection.occupied]\nk_max = 1\n", "selection.occupied.k_max", ">= 2"),
     ("[selection]\n[selection.occupied]\nweight_concentration_prior = 0.0\n",
      "selection.occupied.weight_concentration_prior", "> 0"),
@@ -115,6 +138,16 @@ def test_the_config_config_record_is_plain_json():
     ("[selection]\n[selection.occupied]\nreference = 3\n",
      "selection.occupied.reference", "a list of integers"),
     ("selection = 3\n", "selection", "a table"),
+    ("[selection]\ncovariance_type = ['full', 'box']\n", "selection.covariance_type",
+     "one of 'full', 'tied', 'diag', 'spherical', or a list of them \\(each once\\)"),
+    ("[selection]\ncovariance_type = 'ful'\n", "selection.covariance_type",
+     "Did you mean 'full'"),
+    ("[selection]\ncovariance_type = ['diag', 'full', 'diag']\n", "selection.covariance_type",
+     "each once.*Remove the repeated 'diag'"),
+    ("[selection]\ncovariance_type = []\n", "selection.covariance_type",
+     "a string or a list of strings.*\"full\", \"tied\", \"diag\", \"spherical\""),
+    ("[selection]\ncovariance_type = 3\n", "selection.covariance_type",
+     "a string or a list of strings"),
 ])
 def test_bad_keys_and_values_are_named(text, key, words):
     base = BASE
@@ -241,9 +274,14 @@ def test_the_main_fit_keeps_model_n_components(synthetic_run):
 def test_the_summary_names_the_best_k(synthetic_run):
     _, out, _, folder, _ = synthetic_run
     record = json.loads((folder / "selection.json").read_text())
-    assert "choosing K     K = 1..3" in out
-    best = ", ".join(f"{c} {k}" for c, k in record["best"].items())
-    assert f"best K: {best}" in out
+    assert "choosing K     K = 1..3 (full) in " in out
+    names = {"bic": "BIC", "icl": "ICL", "aic": "AIC", "heldout": "held-out", "loo": "LOO"}
+    for criterion, name in names.items():
+        best, runner_up = record["best"][criterion], record["runner_up"][criterion]
+        assert best != runner_up and {best, runner_up} <= {1, 2, 3}
+        assert re.search(rf"\n    {name} +best K={best} \(.*\); runner-up K={runner_up}, "
+                         r"[+-]\d", out), out
+    assert re.search(r"\n    LOO .*; runner-up K=\d, -\d+\.\d \(se \d+\.\d\)\n", out), out
     assert f"occupied     mode {record['occupied']['mode']}" in out
     assert "selection.csv" in out
 
@@ -257,3 +295,104 @@ def test_the_reference_range_is_drawn_and_summarised(synthetic_run):
     assert record["reference"] == [2, 3]
     np.testing.assert_allclose(record["reference_probability"],
                                occupied["probability"].loc[2:3].sum())
+
+
+# --------------------------------------------------------------------------------------
+# A model search over covariance types: config -> select_k -> results folder and summary.
+# select_k is replaced by a table of its shape (its own tests are in test_selection.py).
+
+SEARCH = BASE + """
+[output]
+iteration_figures = false
+log_posterior_figure = false
+[selection]
+ks = 4
+covariance_type = ["full", "diag", "spherical", "tied"]
+criteria = ["bic", "icl", "loo"]
+"""
+
+
+@pytest.fixture(scope="module")
+def model_search(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("search")
+    path = tmp_path / "search.toml"
+    path.write_text(SEARCH)
+    calls = []
+
+    def select_k(x, ks, **kwargs):
+        calls.append({"n_samples": len(x), "ks": list(ks), **kwargs})
+        return selection_table(types=kwargs["covariance_type"], ks=tuple(ks),
+                               best_at=("full", 2), criteria=kwargs["criteria"],
+                               n_samples=len(x))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(selection, "select_k", select_k)
+        status, out, err = run(["run", str(path), "--output-dir", str(tmp_path)])
+    return status, out, err, tmp_path / "s", calls
+
+
+def test_the_list_of_covariance_types_reaches_select_k(model_search):
+    status, _, err, _, calls = model_search
+    assert status == 0, err
+    (call,) = calls
+    assert call["covariance_type"] == TYPES and call["ks"] == [1, 2, 3, 4]
+    assert call["criteria"] == ("bic", "icl", "loo") and call["n_samples"] == 82
+
+
+def test_the_results_folder_of_a_model_search(model_search):
+    _, _, _, folder, _ = model_search
+    table = pd.read_csv(folder / "selection.csv")
+    assert list(table.columns[:2]) == ["covariance_type", "k"]
+    assert len(table) == 16 and list(dict.fromkeys(table["covariance_type"])) == TYPES
+    assert (folder / "selection.png").stat().st_size > 0
+    record = json.loads((folder / "selection.json").read_text())
+    expected = selection_table(best_at=("full", 2), criteria=("bic", "icl", "loo"))
+    for criterion in ("bic", "icl", "loo"):
+        best, runner_up = expected.attrs["best"][criterion], expected.attrs["runner_up"][criterion]
+        assert record["best"][criterion] == {"covariance_type": best[0], "k": best[1]}
+        assert record["runner_up"][criterion] == {"covariance_type": runner_up[0],
+                                                  "k": runner_up[1]}
+        column = {"bic": "bic", "icl": "icl", "loo": "elpd_loo"}[criterion]
+        entry = record["ranking"][criterion]
+        assert entry["best"]["value"] == expected.loc[best, column]
+        assert entry["runner_up"]["difference"] == pytest.approx(
+            expected.loc[runner_up, column] - expected.loc[best, column])
+    assert record["ranking"]["bic"]["better"] == "lower"
+    assert record["ranking"]["loo"]["better"] == "higher"
+    assert record["covariance_types"] == TYPES and record["ks"] == [1, 2, 3, 4]
+    assert record["settings"]["covariance_type"] == TYPES
+
+
+def test_the_summary_names_winner_and_runner_up_of_a_model_search(model_search):
+    _, out, _, _, _ = model_search
+    assert "choosing K     K = 1..4 x full, diag, spherical, tied (16 models) in " in out
+    # BIC 2300 at full K=2; full K=1 and K=3 are 10 behind (the first of them is named).
+    assert "    BIC          best full K=2 (BIC 2300.0); runner-up full K=1, +10.0\n" in out
+    assert "    ICL          best full K=2 (ICL 2310.0); runner-up full K=1, +5.0\n" in out
+    assert "    LOO          best full K=2 (elpd -1150.0); runner-up full K=1, -3.0\n" in out
+
+
+def test_the_summary_of_one_covariance_type():
+    table = selection_table(types=["diag"], best_at=("diag", 3), criteria=("bic", "loo"))
+    table["loo_elpd_diff"] = table["elpd_loo"] - table["elpd_loo"].max()  # arviz_stats
+    table["loo_dse"] = [1.5, 1.2, 0.0, 1.25]
+    ranking = selection_ranking(table)
+    assert ranking["bic"]["best"] == {"covariance_type": "diag", "k": 3, "value": 2300.0}
+    assert ranking["bic"]["runner_up"] == {"covariance_type": "diag", "k": 2, "value": 2310.0,
+                                           "difference": 10.0}
+    assert ranking["loo"]["runner_up"]["dse"] == 1.2  # arviz_stats' se of the difference
+    summary = {"ks": [1, 2, 3, 4], "covariance_types": ["diag"], "ranking": ranking,
+               "occupied": None, "warnings": []}
+    lines = _selection_lines(SelectionResult(table, None, summary, 1.23))
+    assert lines == [
+        "  choosing K     K = 1..4 (diag) in 1.2 s",
+        "    BIC          best K=3 (BIC 2300.0); runner-up K=2, +10.0",
+        "    LOO          best K=3 (elpd -1150.0); runner-up K=2, -3.0 (se 1.2)",
+    ]
+    one = selection_table(types=["full"], ks=(2,), best_at=("full", 2), criteria=("heldout",))
+    (entry,) = selection_ranking(one).values()
+    assert entry["runner_up"] is None
+    summary = {**summary, "ranking": {"heldout": entry}, "ks": [2]}
+    lines = _selection_lines(SelectionResult(one, None, summary, 0.5))
+    assert lines[1] == ("    held-out     best K=2 (log density per point -2.0000); "
+                        "no runner-up (one model)")
