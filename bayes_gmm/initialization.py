@@ -10,8 +10,8 @@ its values for the real rows and components do not depend on how many padded one
 - one uniform draw per row and per component slot, from a key of its own
   (``jax.random.fold_in``) or as a prefix of a longer 1-D draw (JAX's counter-based
   ``threefry`` gives the first n values of a draw of any length the same);
-- draws proportional to weights by inverting the cumulative sum, so that rows of weight
-  zero (the padding) are never picked and do not shift the others;
+- draws proportional to weights by the Gumbel-max trick, one 1-D draw per pick, so that
+  rows of weight zero (the padding) are never picked and do not shift the others;
 - loops over component slots that run to the padded count and leave slots beyond
   ``n_components`` untouched.
 
@@ -53,11 +53,15 @@ def nearest_centre(x, centres, n_components=None):
 
 def draw_proportional(key, weights, n_draws):
     """``n_draws`` indices drawn with probability proportional to ``weights`` (>= 0, not
-    all zero), by inverting the cumulative sum: rows of weight zero are never drawn."""
-    cumulative = jnp.cumsum(weights)
-    u = jax.random.uniform(key, (n_draws,), weights.dtype) * cumulative[-1]
-    index = jnp.searchsorted(cumulative, u, side="right")
-    return jnp.minimum(index, weights.shape[0] - 1)
+    all zero), by the Gumbel-max trick with one key per draw: rows of weight zero are
+    never drawn, and a draw's noise for a row does not depend on the rows after it."""
+    logits = jnp.log(weights)
+
+    def one(index):
+        noise = jax.random.gumbel(jax.random.fold_in(key, index), weights.shape, weights.dtype)
+        return jnp.argmax(logits + noise)
+
+    return jax.vmap(one)(jnp.arange(n_draws))
 
 
 def kmeans_plus_plus(key, x, n_components, row_mask=None, n_slots=None):
