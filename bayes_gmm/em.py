@@ -48,7 +48,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import gammaln, logsumexp, xlogy
 
-from bayes_gmm import padding
+from bayes_gmm import padding, program_store
 from bayes_gmm.covariance import KINDS, LOG_2PI
 from bayes_gmm.initialization import INIT_METHODS, initial_responsibilities, nearest_centre
 from bayes_gmm.priors import GMMPrior
@@ -88,6 +88,10 @@ class EMInfo(NamedTuple):
     dead: jax.Array  # (K,) bool, components whose weight is exactly zero
     init_log_posteriors: jax.Array  # (n_init,) final log posterior of every restart
     params_history: GMMParams | None  # leading axis max_iter + 1 (keep_history=True)
+
+
+for _tree in (GMMParams, EMInfo, GMMPrior):
+    program_store.register_pytree(_tree)
 
 
 class _LoopState(NamedTuple):
@@ -640,6 +644,7 @@ def fit_map_batch(
     n_init: int = 1,
     max_iter: int = 100,
     tol=1e-6,
+    rows: int | None = None,
 ) -> list[tuple[GMMParams, EMInfo]]:
     """MAP fits of ``x`` under several priors (of any numbers of components), as one
     compiled, vmapped program.
@@ -657,6 +662,10 @@ def fit_map_batch(
         All for ``covariance_type`` and ``n_features``; K may differ.
     covariance_type, init, n_init, max_iter, tol
         As in :func:`fit_map`.
+    rows : int, optional
+        Pad the data to at least this many rows (a bucket of :mod:`bayes_gmm.padding`),
+        so that fits of a subset (held-out training points) share the full data's
+        program; by default the bucket of ``x``.
 
     Returns
     -------
@@ -669,8 +678,9 @@ def fit_map_batch(
     for prior in priors:
         _check_static(x, prior, covariance_type, init, n_init, max_iter)
     sizes = [prior.weight_concentration.shape[0] for prior in priors]
-    rows, slots = padding.padded_shape(x.shape[0], max(sizes), x.shape[1])
+    bucket, slots = padding.padded_shape(x.shape[0], max(sizes), x.shape[1])
     slots = max(slots, max(sizes))
+    rows = bucket if rows is None or bucket == x.shape[0] else max(rows, bucket)
     x_padded, row_mask = padding.pad_rows(x, rows)
     stacked = GMMPrior(*(np.stack(fields) for fields in zip(
         *(padding.pad_prior(GMMPrior(*(np.asarray(a, np.float64) for a in prior)), slots)
@@ -735,16 +745,17 @@ def _fit_map_core(
     return _best_result(states, shift, keep_history)
 
 
-_STATIC = (6, 7, 8, 9, 10, 11, 12)
-_fit_map = jax.jit(_fit_map_core, static_argnums=_STATIC)
-
-
-@partial(jax.jit, static_argnums=_STATIC)
-def _fit_map_batch(keys, *args):
+def _fit_map_batch_core(keys, *args):
     # A list of keys is stacked here, inside the program: eagerly, stacking would compile
     # a small program of its own for every length.
     keys = jnp.stack(keys) if isinstance(keys, list | tuple) else keys
     return jax.vmap(_fit_map_core, in_axes=(0, None, None, 0) + (None,) * 9)(keys, *args)
+
+
+# Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
+_STATIC = (6, 7, 8, 9, 10, 11, 12)
+_fit_map = program_store.stored_jit(_fit_map_core, _STATIC)
+_fit_map_batch = program_store.stored_jit(_fit_map_batch_core, _STATIC)
 
 
 def _best_result(states: _LoopState, shift, keep_history) -> tuple[GMMParams, EMInfo]:

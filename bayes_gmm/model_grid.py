@@ -14,13 +14,12 @@ Nothing here validates: :mod:`bayes_gmm.selection` checks every argument first.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from bayes_gmm import padding
+from bayes_gmm import padding, program_store
 from bayes_gmm.covariance import KINDS
 from bayes_gmm.em import EMInfo, GMMParams, e_step, fit_map_batch
 from bayes_gmm.priors import COVARIANCE_TYPES
@@ -51,11 +50,13 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
     )
 
 
-def fit_models(keys, x, priors, covariance_type, settings) -> list[tuple[GMMParams, EMInfo]]:
-    """The MAP under each prior (one covariance type, any Ks), as one compiled program."""
+def fit_models(keys, x, priors, covariance_type, settings,
+               rows=None) -> list[tuple[GMMParams, EMInfo]]:
+    """The MAP under each prior (one covariance type, any Ks), as one compiled program;
+    ``rows`` as in :func:`bayes_gmm.em.fit_map_batch`."""
     fits = fit_map_batch(
         keys, x, priors, covariance_type=covariance_type, n_init=settings["n_init"],
-        max_iter=settings["max_iter"], tol=settings["tol"],
+        max_iter=settings["max_iter"], tol=settings["tol"], rows=rows,
     )
     return jax.device_get(fits)
 
@@ -79,9 +80,11 @@ def point_scores(x, fits, covariance_type) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(log_resp), np.asarray(log_density[:, :n_samples], np.float64)
 
 
-@partial(jax.jit, static_argnames=("covariance_type",))
-def _batch_e_step(x, params, covariance_type):
+def _batch_e_step_core(x, params, covariance_type):
     return jax.vmap(lambda p: e_step(x, p, covariance_type))(params)
+
+
+_batch_e_step = program_store.stored_jit(_batch_e_step_core, static_argnums=(2,))
 
 
 def summarise(fits, resp, log_density, covariance_type) -> list[ModelFit]:

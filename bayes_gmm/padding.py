@@ -4,8 +4,9 @@ On small data (Old Faithful is 272 x 2) compiling an EM program takes a thousand
 longer than running it, and every new number of components or of points would compile a
 new one. So a small problem is *padded* before it reaches the compiled core:
 
-- rows up to a power of two (at least :data:`MIN_ROWS`), the padded rows carrying a row
-  mask of zero, so they add nothing to any sum;
+- rows up to a bucket (:func:`row_bucket`: four steps per doubling, at least
+  :data:`MIN_ROWS`), the padded rows carrying a row mask of zero, so they add nothing to
+  any sum;
 - component slots up to a power of two (at least :data:`MIN_SLOTS`), the padded slots
   marked by a Dirichlet concentration of zero in the prior (a real component always has
   a positive one). Such a slot starts and stays with weight exactly zero, so it takes no
@@ -42,9 +43,18 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def row_bucket(n_samples: int) -> int:
+    """The smallest of 64, 80, 96, 112, 128, 160, ... (four steps per doubling) that holds
+    ``n_samples`` rows: at most 25% padding, and few distinct programs."""
+    if n_samples <= MIN_ROWS:
+        return MIN_ROWS
+    step = _next_power_of_two(n_samples) // 8
+    return -(-n_samples // step) * step
+
+
 def padded_shape(n_samples: int, n_components: int, n_features: int) -> tuple[int, int]:
     """(rows, slots) that a problem of this size is fitted in: its own size when large."""
-    rows = max(MIN_ROWS, _next_power_of_two(n_samples))
+    rows = row_bucket(n_samples)
     slots = max(MIN_SLOTS, _next_power_of_two(n_components))
     if rows * slots * max(1, n_features) > PAD_ELEMENTS:
         return n_samples, n_components

@@ -2,6 +2,7 @@
 JAX_ENABLE_X64=1, so tolerances are derived from the precision in use."""
 
 import atexit
+import contextlib
 import gc
 import os
 import shutil
@@ -104,3 +105,20 @@ def blobs(seed, n, d, k, separation=4.0, dtype=DTYPE):
     z = rng.normal(size=(n, d))
     x = centres[labels] + np.einsum("nd,nde->ne", z, mixing[labels])
     return x.astype(dtype)
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Programs that XLA compiled (or loaded from the persistent cache) inside the block,
+    as the list of JAX's compile events."""
+    events = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)

@@ -1,12 +1,10 @@
 """Shape-stable programs: a small problem is padded (rows and component slots) so that one
 compiled EM program serves every K, and padding changes nothing but rounding."""
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
-from conftest import X64, blobs
+from conftest import X64, blobs, count_compilations
 
 from bayes_gmm import BayesianGMM, default_prior, padding
 from bayes_gmm.em import GMMParams, _fit_map, fit_map, fit_map_batch
@@ -19,22 +17,6 @@ from bayes_gmm.initialization import INIT_METHODS
 # one slow EM step moves them, and the log posterior to a few times tol.
 RTOL = 1e-10 if X64 else 5e-3
 LP_RTOL = 1e-10 if X64 else 1e-5
-
-
-@contextlib.contextmanager
-def count_compilations():
-    """Programs that XLA compiled (or loaded from the persistent cache) inside the block."""
-    events = []
-
-    def listen(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def _unpadded_fit(key, x, prior, covariance_type, init, n_init):
@@ -56,8 +38,10 @@ def _assert_same_fit(padded, unpadded):
 
 
 def test_padded_shape_buckets_small_problems_only():
-    assert padding.padded_shape(272, 2, 2) == (512, 16)
-    assert padding.padded_shape(82, 9, 1) == (128, 16)
+    assert padding.padded_shape(272, 2, 2) == (320, 16)
+    assert padding.padded_shape(82, 9, 1) == (96, 16)
+    assert [padding.row_bucket(n) for n in (1, 64, 65, 129, 256, 257)] == [
+        64, 64, 80, 160, 256, 320]
     assert padding.padded_shape(64, 17, 1) == (64, 32)
     # Large problems keep their own shapes: padding would cost real time there.
     assert padding.padded_shape(1_000_000, 10, 10) == (1_000_000, 10)
@@ -116,13 +100,13 @@ def test_batch_equals_one_fit_per_prior(covariance_type):
 
 
 def test_batch_of_a_grid_compiles_once():
-    x = blobs(7, 100, 2, 3)
+    x = blobs(7, 110, 2, 3)
     priors = [default_prior(x, k) for k in range(1, 5)]
     keys = jax.random.split(jax.random.key(0), 4)
     fit_map_batch(keys, x, priors)
-    other = [default_prior(x[:90], k) for k in (2, 3, 5, 6)]
+    other = [default_prior(x[:105], k) for k in (2, 3, 5, 6)]
     with count_compilations() as compiled:
-        fit_map_batch(keys, x[:90], other)  # same row bucket, other Ks: same program
+        fit_map_batch(keys, x[:105], other)  # same row bucket, other Ks: same program
     assert compiled == []
 
 

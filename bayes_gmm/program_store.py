@@ -1,0 +1,157 @@
+"""Programs a second process finds ready: lowered EM programs kept beside JAX's cache.
+
+JAX's persistent compilation cache (:mod:`bayes_gmm.compilation_cache`) saves XLA's
+compilation, but every new process still *traces and lowers* each program before it can
+look it up: about a second for an EM program, far more than the fit itself on small data
+(a grid over four covariance types spent 5 s doing that and 0.5 s fitting). So the
+programs of the user-facing entry points are also kept lowered, as ``jax.export``'s
+serialised StableHLO, in the folder ``exported/`` of that cache. A later process
+deserialises one (milliseconds), and XLA's compilation of it then comes from the
+persistent cache.
+
+A stored program is looked up by the function, its static arguments, the tree, shapes
+and dtypes of its array arguments, the versions of Python, jax and jaxlib, a digest of
+this package's source files, the backend and the JAX settings that change a program
+(x64, the default matmul precision). Any change of these gives a new key, so a stale
+program is never called. A file that cannot be read or written only costs the time it
+would have saved; traced calls (a fit inside the user's ``jit`` or ``vmap``) and calls
+with a device mesh go straight to ``jax.jit``.
+
+The store is trusted code, like JAX's cache: share its folder with no one you would not
+let run programs on your machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jaxlib
+
+from bayes_gmm import compilation_cache
+
+SUBFOLDER = "exported"
+
+
+def register_pytree(cls) -> type:
+    """Make a NamedTuple of arrays storable (its tree is serialised with the program)."""
+    from jax import export
+
+    export.register_namedtuple_serialization(cls, serialized_name=f"bayes_gmm.{cls.__name__}")
+    return cls
+
+
+def stored_jit(fn, static_argnums: tuple[int, ...]):
+    """``jax.jit(fn, static_argnums=...)`` whose lowered program persists across processes.
+
+    The static arguments must be plain values (str, int, float, bool, None).
+    """
+    jitted = jax.jit(fn, static_argnums=static_argnums)
+    loaded: dict[str, object] = {}
+
+    @functools.wraps(fn)
+    def call(*args):
+        folder = _folder()
+        static = tuple(args[i] for i in static_argnums)
+        dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
+        if folder is None or _is_traced(dynamic) or not all(map(_plain, static)):
+            return jitted(*args)
+        key = _key(fn, static, dynamic)
+        program = loaded.get(key)
+        if program is None:
+            program = _load_or_export(folder / f"{fn.__name__}-{key}.bin",
+                                      functools.partial(_with_static, jitted, static_argnums,
+                                                        static), dynamic)
+            if program is None:
+                return jitted(*args)
+            loaded[key] = program
+        return program(*dynamic)
+
+    call.jitted = jitted  # the plain jitted function, for lowering and cache inspection
+    return call
+
+
+def _with_static(jitted, static_argnums, static, *dynamic):
+    args, dynamic, static = [], list(dynamic), list(static)
+    for i in range(len(dynamic) + len(static)):
+        args.append(static.pop(0) if i in static_argnums else dynamic.pop(0))
+    return jitted(*args)
+
+
+def _load_or_export(path: Path, fn, dynamic):
+    """The program from ``path``, else exported from ``fn`` and written there; None if
+    ``jax.export`` cannot serialise (flatbuffers missing) or the program does not export."""
+    try:
+        from jax import export
+    except ImportError:  # pragma: no cover - jax always has it
+        return None
+    exported = None
+    if path.is_file():
+        try:
+            exported = export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # a truncated or foreign file: export anew
+            exported = None
+    if exported is None:
+        try:
+            exported = export.export(jax.jit(fn))(*dynamic)
+            _write_atomically(path, exported.serialize())
+        except (ImportError, ValueError, TypeError, NotImplementedError):
+            # ImportError: jax's serialiser needs flatbuffers; the others: a tree or a
+            # primitive that export does not support. The plain jit then serves.
+            return None
+    return jax.jit(exported.call)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only folder: the next process exports again
+
+
+def _folder() -> Path | None:
+    cache = compilation_cache.directory()
+    return None if cache is None else cache / SUBFOLDER
+
+
+def _is_traced(tree) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(tree))
+
+
+def _plain(value) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _key(fn, static, dynamic) -> str:
+    leaves, tree = jax.tree.flatten(dynamic)
+    avals = [str(jax.typeof(a)) for a in leaves]  # shape, dtype, "~" when weakly typed
+    parts = (
+        fn.__module__, fn.__qualname__, repr(static), str(tree), repr(avals),
+        sys.version, jax.__version__, jaxlib.__version__, _source_digest(),
+        jax.default_backend(), str(jax.config.jax_enable_x64),
+        str(jax.config.jax_default_matmul_precision),
+    )
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of every source file of the package: a stored program belongs to one."""
+    root = Path(__file__).parent
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+__all__ = ["register_pytree", "stored_jit"]
