@@ -494,7 +494,7 @@ def _em_loop(params, x_chunks, n_samples, prior, covariance_type, max_iter, tol,
     return lax.while_loop(partial(_keep_going, max_iter=max_iter), step, state)
 
 
-def _check_static(x, prior, covariance_type, init, n_init, max_iter):
+def check_fit_arguments(x, prior, covariance_type, init, n_init, max_iter):
     """Checks of types and shapes only: free at trace time, nothing data-dependent."""
     if covariance_type not in KINDS:
         raise ValueError(
@@ -519,6 +519,9 @@ def _check_static(x, prior, covariance_type, init, n_init, max_iter):
         )
     if n_init < 1 or max_iter < 0:
         raise ValueError(f"need n_init >= 1 and max_iter >= 0; got {n_init} and {max_iter}.")
+
+
+_check_static = check_fit_arguments  # the former name, kept for other modules
 
 
 def fit_map(
