@@ -46,7 +46,6 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -54,11 +53,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayes_gmm import gibbs
+from bayes_gmm import em, gibbs, padding, program_store
 from bayes_gmm.checks import check_choice, check_data, check_float, check_int, feature_names
 from bayes_gmm.covariance import as_full_covariances
 from bayes_gmm.diagnostics import align_to_pivot, to_datatree
-from bayes_gmm.em import INIT_METHODS, GMMParams, _check_static, fit_map
+from bayes_gmm.em import INIT_METHODS, GMMParams, as_data, check_fit_arguments, fit_map
 from bayes_gmm.priors import GMMPrior, check_covariance_type
 
 #: The hyperparameters a grid may sweep, in the order of the Dataset's dimensions.
@@ -203,8 +202,9 @@ def prior_sweep(
             f"The default is {WEIGHT_THRESHOLD}."
         )
     check_choice(init, "init", INIT_METHODS)
-    xj = jnp.asarray(x)
-    _check_static(xj, base_prior, covariance_type, init, 1, max_iter)
+    # NumPy, not jnp.asarray: an eager conversion compiles a small program per shape.
+    xj = as_data(x)
+    check_fit_arguments(xj, base_prior, covariance_type, init, 1, max_iter)
     dtype = xj.dtype
     if isinstance(key, int | np.integer):
         key = jax.random.key(int(key))
@@ -217,7 +217,7 @@ def prior_sweep(
     else:
         init_description = "given init_params"
     init_params = _check_init_params(init_params, base_prior, covariance_type, n_features)
-    init_params = GMMParams(*(jnp.asarray(a, dtype) for a in init_params))
+    init_params = GMMParams(*(np.asarray(a, dtype) for a in init_params))
 
     points, shape = _points(values, combine)
     hyper = _stack_hyperparameters(base_prior, points, dtype)
@@ -237,6 +237,14 @@ def sweep_fits(x, base_prior: GMMPrior, init_params: GMMParams, hyperparameters,
 
     No validation: :func:`prior_sweep` checks everything first.
 
+    Small problems are padded before the compiled program (:mod:`bayes_gmm.padding`):
+    rows to a bucket with a row mask of zero, component slots to a power of two (at
+    least 16) with a weight concentration of zero, so one program serves every K and
+    every N of a bucket (for one D, dtype, number of points and the static settings);
+    the results are cut back to K components afterwards and equal the unpadded fits to
+    rounding. The program is kept lowered on disk for the next process
+    (:mod:`bayes_gmm.program_store`).
+
     Parameters
     ----------
     x : Array of shape (n_samples, n_features)
@@ -253,17 +261,44 @@ def sweep_fits(x, base_prior: GMMPrior, init_params: GMMParams, hyperparameters,
     Returns
     -------
     params : GMMParams
-        Leading axis P + 1: the P grid points, then the fit under ``base_prior``.
+        Leading axis P + 1: the P grid points, then the fit under ``base_prior``; NumPy
+        arrays unless called under a JAX transformation.
     info : EMInfo
         Leading axis P + 1.
     """
-    return _sweep_fits(x, base_prior, init_params, tuple(hyperparameters),
-                       jnp.asarray(tol, x.dtype), covariance_type, max_iter, chunk_size)
+    x = as_data(x)
+    traced = padding.is_traced(x, base_prior, init_params, hyperparameters)
+    xp = jnp if traced else np
+    dtype = x.dtype
+    n_samples, n_features = x.shape
+    n_components = np.shape(base_prior.weight_concentration)[0]
+    rows, slots = padding.padded_shape(n_samples, n_components, n_features)
+    x_padded, row_mask = padding.pad_rows(x, rows)
+    alpha, kappa, nu, scale = (xp.asarray(h, dtype) for h in hyperparameters)
+    # Padded slots: concentration zero, in every point's prior as in the base prior.
+    alpha = xp.concatenate(
+        [alpha, xp.zeros((alpha.shape[0], slots - n_components), dtype)], axis=1)
+    base = GMMPrior(*(xp.asarray(a, dtype) for a in base_prior))
+    start = GMMParams(*(xp.asarray(a, dtype) for a in init_params))
+    params, info = _sweep_fits(
+        x_padded, row_mask, padding.pad_prior(base, slots),
+        padding.pad_params(start, slots, covariance_type), (alpha, kappa, nu, scale),
+        xp.asarray(tol, dtype), covariance_type, max_iter, chunk_size,
+    )
+    if slots == n_components:
+        return params, info
+    if not traced:  # cut in NumPy: an eager JAX slice compiles a program per shape
+        params, info = jax.device_get((params, info))
+    weights, means, covariances = params
+    if covariance_type != "tied":
+        covariances = covariances[:, :n_components]
+    params = GMMParams(weights[:, :n_components], means[:, :n_components], covariances)
+    return params, info._replace(dead=info.dead[:, :n_components])
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7))
-def _sweep_fits(x, base_prior, init_params, hyper, tol, covariance_type, max_iter,
-                chunk_size):
+def _sweep_fits_core(x, row_mask, base_prior, init_params, hyper, tol, covariance_type,
+                     max_iter, chunk_size):
+    """Every point's fit and the reference's, on padded rows and component slots."""
     TRACE_COUNT["sweep"] += 1
     dtype = x.dtype
     base = GMMPrior(*(jnp.asarray(a, dtype) for a in base_prior))
@@ -273,15 +308,25 @@ def _sweep_fits(x, base_prior, init_params, hyper, tol, covariance_type, max_ite
         for h, b in zip(hyper, (base.weight_concentration, base.mean_precision,
                                 base.degrees_of_freedom, jnp.ones((), dtype)), strict=True)
     )
-    key = jax.random.key(0)  # unused: every field of the start is given
 
     def one(alpha, kappa, nu, scale):
         prior = GMMPrior(alpha, base.mean, kappa, nu, base.covariance * scale)
-        # One device: the batch is the parallel axis (fit_map is pure and vmappable).
-        return fit_map(key, x, prior, init_params, covariance_type=covariance_type,
-                       max_iter=max_iter, tol=tol, chunk_size=chunk_size, mesh=None)
+        return _fit_point(x, row_mask, prior, init_params, tol, covariance_type, max_iter,
+                          chunk_size)
 
     return jax.vmap(one)(alpha, kappa, nu, scale)
+
+
+def _fit_point(x, row_mask, prior, init_params, tol, covariance_type, max_iter, chunk_size):
+    """One point's fit: EM's core on the padded problem (one device: the batch of points
+    is the parallel axis), from ``init_params`` with every field given."""
+    key = jax.random.key(0)  # unused: every field of the start is given
+    return em._fit_map_core(key, x, row_mask, prior, init_params, tol, covariance_type,
+                            "k-means++", 1, max_iter, False, chunk_size, None)
+
+
+# Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
+_sweep_fits = program_store.stored_jit(_sweep_fits_core, (6, 7, 8))
 
 
 def point_prior(base_prior: GMMPrior, **values) -> GMMPrior:
@@ -436,7 +481,7 @@ def _stack_hyperparameters(base_prior: GMMPrior, points: dict, dtype):
     hyper = (alpha, column("mean_precision_prior", base_prior.mean_precision),
              column("degrees_of_freedom_prior", base_prior.degrees_of_freedom),
              column("covariance_prior_scale", 1.0))
-    return tuple(jnp.asarray(np.ascontiguousarray(h), dtype) for h in hyper)
+    return tuple(np.ascontiguousarray(h, dtype) for h in hyper)
 
 
 # --------------------------------------------------------------------------------------

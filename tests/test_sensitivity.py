@@ -2,7 +2,9 @@
 
 - A sweep point is the fit that ``fit_map`` gives from the same start under that point's
   prior (the sweep is exact, only batched), and a second sweep of the same size does not
-  re-trace.
+  re-trace. The sweep runs padded (rows to a bucket, component slots to 16): it equals
+  the unpadded program to rounding, and a sweep of another K or of another N in the same
+  row bucket compiles nothing.
 - Bad grids are refused before any work, each with a message naming what is wrong.
 - The power-scaled prior is the conjugate prior whose log density is ``alpha`` times the
   base one up to a constant (checked against ``em.log_prior`` at random theta, every
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import DTYPE, X64, two_clusters
+from conftest import DTYPE, X64, count_compilations, two_clusters
 from test_em import random_prior
 
 from bayes_gmm import GMMParams, GMMPrior, default_prior, fit_map, plots
@@ -112,24 +114,72 @@ def test_sweep_does_not_retrace(data, crossed):
 
 
 def test_one_trace_serves_every_point(data, monkeypatch):
-    """Data of a new shape (a fresh trace): the per-point fit is traced once for all six
-    points (vmap), not once per point, and the sweep compiles once."""
+    """A new number of points (a fresh trace): the per-point fit is traced once for all
+    six points (vmap), not once per point, and the sweep compiles once."""
     from bayes_gmm import sensitivity
 
     x, prior, start = data
     calls = []
+    fit_point = sensitivity._fit_point
 
-    def counting_fit_map(*args, **kwargs):
+    def counting_fit_point(*args, **kwargs):
         calls.append(1)
-        return fit_map(*args, **kwargs)
+        return fit_point(*args, **kwargs)
 
-    monkeypatch.setattr(sensitivity, "fit_map", counting_fit_map)
+    monkeypatch.setattr(sensitivity, "_fit_point", counting_fit_point)
     before = TRACE_COUNT["sweep"]
     ds = prior_sweep(x[:-1], prior, {"mean_precision_prior": [0.01, 0.1, 1.0, 3.0, 10.0, 30.0]},
                      init_params=start)
     assert ds.sizes["mean_precision_prior"] == 6
     assert TRACE_COUNT["sweep"] == before + 1
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_padded_sweep_equals_unpadded(covariance_type):
+    """The padded sweep (75 rows in a bucket of 80, K = 3 in 16 slots) against the same
+    program run unpadded (no row mask, K slots): equal to rounding. Tied covariances are
+    shared, so they are not padded; the other types pad alike (tests/test_padding.py)."""
+    from bayes_gmm import sensitivity
+
+    x = two_clusters(n=(45, 30))
+    prior = default_prior(x, 3, covariance_type)
+    start, _ = fit_map(jax.random.key(3), x, prior, covariance_type=covariance_type,
+                       max_iter=0)
+    start = GMMParams(*(np.asarray(a) for a in start))
+    values = {"mean_precision_prior": np.array([0.01, 10.0]),
+              "weight_concentration_prior": np.array([0.5, 3.0])}
+    points, _ = sensitivity._points(values, "cross")
+    hyper = sensitivity._stack_hyperparameters(prior, points, x.dtype)
+    params, info = sensitivity.sweep_fits(x, prior, start, hyper,
+                                          covariance_type=covariance_type)
+    assert params.weights.shape == (5, 3)
+    unpadded = jax.jit(sensitivity._sweep_fits_core, static_argnums=(6, 7, 8))
+    params_0, info_0 = unpadded(x, np.ones(len(x), x.dtype), prior, start, hyper,
+                                np.asarray(1e-6, x.dtype), covariance_type, 100, None)
+    rtol, atol = (1e-10, 1e-10) if X64 else (2e-4, 1e-5)
+    for got, want in zip((*params, info.log_posterior, info.log_likelihood, info.dead),
+                         (*params_0, info_0.log_posterior, info_0.log_likelihood,
+                          info_0.dead), strict=True):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    np.testing.assert_array_equal(info.n_iter, info_0.n_iter)
+
+
+def test_sweep_of_another_k_compiles_nothing(data, crossed):
+    """After the crossed fixture's sweep (K = 2, 75 rows, four points): K = 3 and K = 4,
+    on 75 and on 72 rows (the same row bucket), from k-means++ or a given start, reuse
+    its programs (JAX's compile events: none)."""
+    x, _, _ = data
+    grid = {"mean_precision_prior": [0.02, 0.2, 2.0, 20.0]}
+    prior_3 = default_prior(x, 3)
+    start, _ = fit_map(jax.random.key(1), x, prior_3, max_iter=0)
+    with count_compilations() as compiled:
+        three = prior_sweep(x, prior_3, grid, init_params=start)
+        four = prior_sweep(x[:72], default_prior(x[:72], 4), grid,
+                           key=jax.random.key(5))
+    assert compiled == []
+    assert three.sizes["component"] == 3 and four.sizes["component"] == 4
+    assert np.all(np.isfinite(four["log_posterior"]))
 
 
 def test_dataset_layout_and_dataframe(data, crossed):
