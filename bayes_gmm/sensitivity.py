@@ -3,21 +3,25 @@
 Two questions, two tools.
 
 *MAP level: refit over a grid.* :func:`prior_sweep` fits the MAP estimate for every
-point of a grid of hyperparameters (any of scikit-learn's ``weight_concentration_prior``,
-``mean_precision_prior``, ``degrees_of_freedom_prior``, and ``covariance_prior_scale``, a
-factor on the base prior's ``covariance_prior``), crossed or zipped. The whole grid is one
-compiled computation: the EM core (:func:`bayes_gmm.em.fit_map`, pure and jitted) is
-``jax.vmap``-ed over the stacked hyperparameters under a single ``jax.jit``, so a 256-point
-sweep costs one compilation and one call, and a second sweep of the same size (other
-values, another grid) does not re-trace. Every point starts from the *same* parameters
-(k-means++ and one M-step under the base prior, computed once, or parameters given by the
-caller) so that differences between points come from the prior alone, not from where EM
-happened to start. The fit under the base prior from that start rides along as one more
-row of the batch and is the reference: every point's components are relabelled to match
-it (the assignment cost of :func:`bayes_gmm.diagnostics.align_to_pivot`), so "component
-0" means the same cluster across the grid. The result is an ``xarray.Dataset`` with one
-dimension per swept hyperparameter (``combine="cross"``) or one ``point`` dimension
-(``combine="zip"``); ``.to_dataframe()`` gives the long table.
+point of a grid of hyperparameters (any of scikit-learn's
+``weight_concentration_prior``, ``mean_precision_prior``, ``degrees_of_freedom_prior``,
+and ``covariance_prior_scale``, a factor on the base prior's ``covariance_prior``),
+crossed or zipped. The whole grid is one compiled computation: the EM core
+(:func:`bayes_gmm.em.fit_map`, pure and jitted) is ``jax.vmap``-ed over the stacked
+hyperparameters under a single ``jax.jit``, so a 256-point sweep costs one compilation
+and one call, and a second sweep of the same size (other values, another grid) does not
+re-trace. Small problems are padded first (rows to a bucket, component slots to at least
+16: :mod:`bayes_gmm.padding`), so a sweep with another K, or on another N of the same
+row bucket, reuses that program too, and the program is kept on disk for the next
+process (:mod:`bayes_gmm.program_store`). Every point starts from the *same* parameters
+(k-means++ and one M-step under the base prior, computed once, or parameters given by
+the caller) so that differences between points come from the prior alone, not from where
+EM happened to start. The fit under the base prior from that start rides along as one
+more row of the batch and is the reference: every point's components are relabelled to
+match it (the assignment cost of :func:`bayes_gmm.diagnostics.align_to_pivot`), so
+"component 0" means the same cluster across the grid. The result is an
+``xarray.Dataset`` with one dimension per swept hyperparameter (``combine="cross"``) or
+one ``point`` dimension (``combine="zip"``); ``.to_dataframe()`` gives the long table.
 
 *Posterior level: power scaling.* :func:`power_scaling_sensitivity` runs ArviZ's
 power-scaling diagnostic (``arviz_stats.psense_summary``; Kallioinen et al. 2024) on a
