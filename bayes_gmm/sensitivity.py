@@ -278,26 +278,55 @@ def sweep_fits(x, base_prior: GMMPrior, init_params: GMMParams, hyperparameters,
     n_components = np.shape(base_prior.weight_concentration)[0]
     rows, slots = padding.padded_shape(n_samples, n_components, n_features)
     x_padded, row_mask = padding.pad_rows(x, rows)
+    base = GMMPrior(*(xp.asarray(a, dtype) for a in base_prior))
+    start = GMMParams(*(xp.asarray(a, dtype) for a in init_params))
     alpha, kappa, nu, scale = (xp.asarray(h, dtype) for h in hyperparameters)
+    n_points = alpha.shape[0]
+    padded = (rows, slots) != (n_samples, n_components)
+    # A small problem's batch (the points and the reference) is padded to a bucket too,
+    # by copies of the base prior (fits like the reference's, dropped afterwards).
+    extra = _batch_bucket(n_points + 1) - n_points - 1 if padded else 0
+    if extra:
+        alpha, kappa, nu, scale = (
+            xp.concatenate([h, xp.broadcast_to(b, (extra, *xp.shape(b)))])
+            for h, b in zip((alpha, kappa, nu, scale),
+                            (base.weight_concentration, base.mean_precision,
+                             base.degrees_of_freedom, xp.ones((), dtype)), strict=True)
+        )
     # Padded slots: concentration zero, in every point's prior as in the base prior.
     alpha = xp.concatenate(
         [alpha, xp.zeros((alpha.shape[0], slots - n_components), dtype)], axis=1)
-    base = GMMPrior(*(xp.asarray(a, dtype) for a in base_prior))
-    start = GMMParams(*(xp.asarray(a, dtype) for a in init_params))
     params, info = _sweep_fits(
         x_padded, row_mask, padding.pad_prior(base, slots),
         padding.pad_params(start, slots, covariance_type), (alpha, kappa, nu, scale),
         xp.asarray(tol, dtype), covariance_type, max_iter, chunk_size,
     )
-    if slots == n_components:
+    if not padded:
         return params, info
     if not traced:  # cut in NumPy: an eager JAX slice compiles a program per shape
         params, info = jax.device_get((params, info))
-    weights, means, covariances = params
-    if covariance_type != "tied":
-        covariances = covariances[:, :n_components]
-    params = GMMParams(weights[:, :n_components], means[:, :n_components], covariances)
-    return params, info._replace(dead=info.dead[:, :n_components])
+    kept = xp.concatenate([xp.arange(n_points), xp.array([n_points + extra])])
+
+    def cut(a, components=True):
+        a = a[kept]
+        return a[:, :n_components] if components else a
+
+    params = GMMParams(cut(params.weights), cut(params.means),
+                       cut(params.covariances, covariance_type != "tied"))
+    info = info._replace(dead=cut(info.dead), **{
+        name: cut(getattr(info, name), False)
+        for name in ("log_posterior", "log_likelihood", "n_iter", "converged", "history",
+                     "init_log_posteriors")})
+    return params, info
+
+
+def _batch_bucket(size: int) -> int:
+    """The smallest of 8, 10, 12, 14, 16, 20, 24, ... (four steps per doubling) that
+    holds ``size`` fits: grids of nearby sizes share a program, at most 25% padding."""
+    if size <= 8:
+        return 8
+    step = (1 << (size - 1).bit_length()) // 8
+    return -(-size // step) * step
 
 
 def _sweep_fits_core(x, row_mask, base_prior, init_params, hyper, tol, covariance_type,

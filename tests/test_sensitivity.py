@@ -114,8 +114,9 @@ def test_sweep_does_not_retrace(data, crossed):
 
 
 def test_one_trace_serves_every_point(data, monkeypatch):
-    """A new number of points (a fresh trace): the per-point fit is traced once for all
-    six points (vmap), not once per point, and the sweep compiles once."""
+    """A number of points in a new batch bucket (nine points and the reference: 10, after
+    the fixtures' 8): the per-point fit is traced once for all nine points (vmap), not
+    once per point, and the sweep compiles once."""
     from bayes_gmm import sensitivity
 
     x, prior, start = data
@@ -128,9 +129,9 @@ def test_one_trace_serves_every_point(data, monkeypatch):
 
     monkeypatch.setattr(sensitivity, "_fit_point", counting_fit_point)
     before = TRACE_COUNT["sweep"]
-    ds = prior_sweep(x[:-1], prior, {"mean_precision_prior": [0.01, 0.1, 1.0, 3.0, 10.0, 30.0]},
-                     init_params=start)
-    assert ds.sizes["mean_precision_prior"] == 6
+    values = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
+    ds = prior_sweep(x[:-1], prior, {"mean_precision_prior": values}, init_params=start)
+    assert ds.sizes["mean_precision_prior"] == 9
     assert TRACE_COUNT["sweep"] == before + 1
     assert len(calls) == 1
 
@@ -167,18 +168,21 @@ def test_padded_sweep_equals_unpadded(covariance_type):
 
 def test_sweep_of_another_k_compiles_nothing(data, crossed):
     """After the crossed fixture's sweep (K = 2, 75 rows, four points): K = 3 and K = 4,
-    on 75 and on 72 rows (the same row bucket), from k-means++ or a given start, reuse
-    its programs (JAX's compile events: none)."""
+    on 75 and on 72 rows (the same row bucket), from k-means++ or a given start, with
+    four or six points (the same batch bucket), reuse its programs (JAX's compile
+    events: none)."""
     x, _, _ = data
     grid = {"mean_precision_prior": [0.02, 0.2, 2.0, 20.0]}
     prior_3 = default_prior(x, 3)
     start, _ = fit_map(jax.random.key(1), x, prior_3, max_iter=0)
     with count_compilations() as compiled:
         three = prior_sweep(x, prior_3, grid, init_params=start)
-        four = prior_sweep(x[:72], default_prior(x[:72], 4), grid,
+        four = prior_sweep(x[:72], default_prior(x[:72], 4),
+                           {"degrees_of_freedom_prior": [4.0, 5.0, 8.0, 20.0, 50.0, 99.0]},
                            key=jax.random.key(5))
     assert compiled == []
     assert three.sizes["component"] == 3 and four.sizes["component"] == 4
+    assert four.sizes["degrees_of_freedom_prior"] == 6
     assert np.all(np.isfinite(four["log_posterior"]))
 
 
