@@ -272,7 +272,8 @@ def test_float32_in_float32_out(covariance_type):
 
 
 def test_same_seed_gives_identical_results(covariance_type):
-    x = blobs(2, 400, 2, 3, separation=2.0)
+    # 150 points, two restarts: the programs of tests/test_padding.py (same row bucket).
+    x = blobs(2, 150, 2, 3, separation=2.0)
     prior = default_prior(x, 3, covariance_type)
     first = fit_map(jax.random.key(11), x, prior, covariance_type=covariance_type, n_init=2)
     second = fit_map(jax.random.key(11), x, prior, covariance_type=covariance_type, n_init=2)
@@ -293,7 +294,7 @@ def test_invariant_to_row_order(covariance_type):
 
 
 def test_relabelling_the_start_relabels_the_map(covariance_type):
-    x = blobs(5, 400, 2, 3)
+    x = blobs(5, 500, 2, 3)  # the row bucket of two_clusters: its programs serve
     prior = default_prior(x, 3, covariance_type)
     start, _ = fit_map(jax.random.key(0), x, prior, covariance_type=covariance_type, max_iter=0)
     perm = np.array([2, 0, 1])
@@ -309,7 +310,7 @@ def test_relabelling_the_start_relabels_the_map(covariance_type):
 
 
 def test_second_call_with_same_shapes_does_not_retrace():
-    x = blobs(0, 300, 2, 2)
+    x = blobs(0, 500, 2, 2)
     prior = default_prior(x, 2)
     fit_map(jax.random.key(0), x, prior, tol=1e-5)
     with count_compilations() as compiled:
@@ -319,7 +320,7 @@ def test_second_call_with_same_shapes_does_not_retrace():
 
 
 def test_usable_under_jit_and_vmap():
-    x = blobs(1, 300, 2, 2)
+    x = blobs(1, 500, 2, 2)
     prior = default_prior(x, 2)
 
     @jax.jit
@@ -350,9 +351,12 @@ def test_n_init_keeps_the_best_restart():
 def test_every_init_method_reaches_the_same_map(init):
     """On well-separated clusters every start leads to one MAP (up to the labels), and
     the starts themselves differ by method (max_iter=0 returns the start)."""
-    x = blobs(2, 400, 2, 3, separation=6.0)
+    # 500 points (two_clusters' row bucket: its max_iter=0 programs serve), and the
+    # reference with the settings of the fits below (one program for it and k-means++).
+    x = blobs(2, 500, 2, 3, separation=6.0)
     prior = default_prior(x, 3)
-    reference, _ = fit_map(jax.random.key(0), x, prior, init="k-means++", n_init=3)
+    reference, _ = fit_map(jax.random.key(0), x, prior, init="k-means++", n_init=3,
+                           max_iter=500)
     start, _ = fit_map(jax.random.key(1), x, prior, init=init, max_iter=0)
     params, info = fit_map(jax.random.key(1), x, prior, init=init, n_init=3, max_iter=500)
     assert bool(info.converged)
@@ -421,7 +425,8 @@ def test_singular_empirical_covariance_still_fits(covariance_type, case):
         x = two_clusters(0, d=3)
         x[:, 1] = 7.0
     elif case == "duplicated_points":
-        x = np.repeat(two_clusters(0, n=(3, 3)), 40, axis=0)
+        # 480 rows: the row bucket of two_clusters, whose programs serve.
+        x = np.repeat(two_clusters(0, n=(3, 3)), 80, axis=0)
     else:
         x = rng.normal(size=(8, 20))
     x = x.astype(DTYPE)

@@ -114,10 +114,15 @@ def test_laplace_is_close_to_the_exact_posterior():
     assert tree.attrs["method"] == "laplace" and tree.attrs["laplace_newton_steps"] >= 1
 
 
+# One size of short Gibbs run (and 500 x 2 data, K = 2) for the tests below that only need
+# some draws: the sampler compiles once per shape and settings, so they share its program.
+SHORT_GIBBS = {"method": "gibbs", "num_chains": 2, "num_warmup": 20, "num_samples": 40}
+
+
 def test_draws_start_at_the_map_and_keep_their_layout(covariance_type):
     x = two_clusters(5)
     gmm = BayesianGMM(2, covariance_type=covariance_type, random_state=0).fit(x)
-    tree = gmm.sample_posterior(x, method="gibbs", num_chains=2, num_warmup=20, num_samples=40)
+    tree = gmm.sample_posterior(x, **SHORT_GIBBS)
     posterior = tree["posterior"]
     assert posterior["weights"].shape == (2, 40, 2)
     assert posterior["means"].dtype == DTYPE
@@ -161,15 +166,14 @@ def test_sampling_before_fit_or_on_other_features(fitted):
         BayesianGMM(2).sample_posterior(x)
     with pytest.raises(ValueError, match="X has 3 features, but BayesianGMM is expecting 2"):
         gmm.sample_posterior(np.column_stack([x, x[:, 0]]))
+    # Other data of the same size (so the short run's program serves).
     with pytest.warns(UserWarning, match="not the data this estimator was fitted on"):
-        gmm.sample_posterior(x[:100], method="gibbs", num_chains=1, num_warmup=3,
-                             num_samples=5)
+        gmm.sample_posterior(two_clusters(1), **SHORT_GIBBS)
 
 
 def test_same_seed_same_draws(fitted):
     x, gmm = fitted
-    draws = [gmm.sample_posterior(x, method="gibbs", num_chains=2, num_warmup=10,
-                                  num_samples=10)["posterior"]["means"].values
+    draws = [gmm.sample_posterior(x, **SHORT_GIBBS)["posterior"]["means"].values
              for _ in range(2)]
     np.testing.assert_array_equal(*draws)
 
