@@ -8,14 +8,18 @@ tests print nothing. NumPyro's own progress bar is not touched: a step during wh
 draws (``shares_stream=True``) gets a line of its own before and after, instead of one
 line finished in place.
 
-This is part of the user-facing layer (``app/`` in the design): the experiment runner
-calls :func:`step`; nothing in the numerical core knows about it.
+Steps nest: :func:`bayes_gmm.select_k` names its own parts (the EM grid, each LOO
+posterior) inside the CLI's "choosing K" step, indented under it. The experiment runner
+and such long analyses call :func:`step`; the numerical core (EM, the samplers) knows
+nothing of it. Lines come from the calling thread only: a context variable turns them
+on, and worker threads start without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import sys
 import time
 
@@ -60,25 +64,44 @@ def step(what: str, *, shares_stream: bool = False):
 
     Notes
     -----
-    A step that raises ends its line with ``failed after <time>`` (``interrupted`` for
-    Ctrl-C), so the CLI's one-line error message starts on a line of its own.
+    Steps nest: a step begun inside another is indented under it, and the outer one then
+    ends on a line of its own (``<what>: done in ...``), as with ``shares_stream``. A step
+    that raises ends its line with ``failed after <time>`` (``interrupted`` for Ctrl-C),
+    so the CLI's one-line error message starts on a line of its own.
     """
     if not _ENABLED.get():
         yield
         return
     stream = sys.stderr  # looked up now: tests and callers may redirect it
+    outer = _OPEN.get()
+    if outer is not None and outer.in_place:
+        _write(stream, "\n")  # the outer step's line ends: its time comes on a line of its own
+        outer.in_place = False
+    this = _OpenStep(in_place=not shares_stream, depth=0 if outer is None else outer.depth + 1)
+    label = f"{PREFIX} {'  ' * this.depth}{what}"
+    token = _OPEN.set(this)
     began = time.perf_counter()
-    _write(stream, f"{PREFIX} {what}..." + ("\n" if shares_stream else " "))
+    _write(stream, f"{label}..." + ("" if this.in_place else "\n"))
     try:
         yield
     except BaseException as err:
         outcome = ("interrupted" if isinstance(err, KeyboardInterrupt)
                    else f"failed after {_duration(time.perf_counter() - began)}")
-        _write(stream, f"{PREFIX} {what}: {outcome}\n" if shares_stream else f"{outcome}\n")
+        _write(stream, f" {outcome}\n" if this.in_place else f"{label}: {outcome}\n")
         raise
+    finally:
+        _OPEN.reset(token)
     elapsed = _duration(time.perf_counter() - began)
-    _write(stream, f"{PREFIX} {what}: done in {elapsed}\n" if shares_stream
-           else f"{elapsed}\n")
+    _write(stream, f" {elapsed}\n" if this.in_place else f"{label}: done in {elapsed}\n")
+
+
+@dataclasses.dataclass
+class _OpenStep:
+    in_place: bool  # its line still waits for the time
+    depth: int  # steps around it
+
+
+_OPEN = contextvars.ContextVar("bayes_gmm_progress_open_step", default=None)
 
 
 def _write(stream, text: str) -> None:

@@ -85,6 +85,7 @@ from bayes_gmm.priors import (
     check_covariance_type,
     default_prior,
 )
+from bayes_gmm.progress import step
 
 CRITERIA = ("bic", "icl", "aic", "heldout", "loo")
 POSTERIOR_METHODS = ("gibbs", "nuts", "laplace")
@@ -322,7 +323,11 @@ def select_k(
 
     # The covariance types run side by side: XLA releases the GIL while it compiles and
     # runs, so on two cores the grid takes about 0.6 of the time one after another.
-    with ThreadPoolExecutor(min(len(types), os.cpu_count() or 1)) as pool:
+    models_words = f"{len(types) * len(ks)} models x {settings['n_init']} restarts"
+    if validation is not None:
+        models_words += ", and again on the training points"
+    with step(f"EM over the grid ({models_words})"), \
+            ThreadPoolExecutor(min(len(types), os.cpu_count() or 1)) as pool:
         searched = list(pool.map(search, types))
     rows, trees, not_converged = [], {}, []
     for t, (keys, models, heldout, train_converged) in zip(types, searched, strict=True):
@@ -331,8 +336,9 @@ def select_k(
                 not_converged.append((t, k))
             rows.append(_criteria_row(t, k, model, criteria, n_samples, heldout.get(k)))
             if "loo" in criteria:
-                trees[t, k] = _sample(keys[k][2], x, priors[t, k], model.params, t,
-                                      posterior, sampler)
+                with step(f"LOO: sampling the posterior of {t} K = {k} ({posterior})"):
+                    trees[t, k] = _sample(keys[k][2], x, priors[t, k], model.params, t,
+                                          posterior, sampler)
 
     if not_converged:
         names = sorted(set(not_converged), key=not_converged.index)
@@ -345,7 +351,8 @@ def select_k(
         )
     table = pd.DataFrame(rows).set_index(["covariance_type", "k"])
     if "loo" in criteria:
-        table = table.join(_loo_table(trees, several))
+        with step(f"PSIS-LOO of {len(trees)} models"):
+            table = table.join(_loo_table(trees, several))
     best, runner_up = _mark_best(table, criteria)
     if not several:
         table = table.droplevel("covariance_type")

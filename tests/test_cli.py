@@ -490,6 +490,26 @@ def test_a_progress_step_says_what_runs_and_how_it_ended(capsys):
     assert lines[5:] == ["[bayes-gmm] sampling...", "[bayes-gmm] sampling: interrupted"]
 
 
+def test_nested_progress_steps_are_indented_and_end_the_outer_line(capsys):
+    from bayes_gmm.progress import reporting, step
+
+    with reporting():
+        with step("choosing K"):
+            with step("EM over the grid"):
+                pass
+            with pytest.raises(ValueError), step("LOO"):
+                raise ValueError("no")
+        with step("writing"):
+            pass
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[bayes-gmm] choosing K..."
+    assert re.fullmatch(r"\[bayes-gmm\]   EM over the grid\.\.\. 0\.\d s", lines[1])
+    assert re.fullmatch(r"\[bayes-gmm\]   LOO\.\.\. failed after 0\.\d s", lines[2])
+    assert re.fullmatch(r"\[bayes-gmm\] choosing K: done in 0\.\d s", lines[3])
+    assert re.fullmatch(r"\[bayes-gmm\] writing\.\.\. 0\.\d s", lines[4])
+    assert len(lines) == 5
+
+
 def empty_column(path, column):
     """Whether every value of the CSV column is an empty field."""
     values = pd.read_csv(path, keep_default_na=False)[column]
