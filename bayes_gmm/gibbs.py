@@ -9,8 +9,7 @@ family as their prior. The sampler alternates two blocks (Diebolt and Robert, 19
 2. ``theta | z``: the hard-assignment statistics (:func:`bayes_gmm.em.statistics` of the
    one-hot labels), then ``pi | z ~ Dirichlet(alpha + n)`` and, independently of pi, each
    covariance from its posterior with the mean integrated out, then each mean given its
-   covariance (:func:`conditional_posterior` derives the formulas, :func:`draw_parameters`
-   draws from them).
+   covariance (:mod:`bayes_gmm.conjugate` derives the formulas and draws from them).
 
 Both blocks are exact draws from full conditionals, so there is nothing to tune and no
 acceptance step. Its use beside NUTS (:mod:`bayes_gmm.model`) is as an independent second
@@ -25,27 +24,37 @@ quantity in :class:`GibbsInfo` belongs to the theta recorded beside it (and the 
 the labels that theta was drawn from). Labels are not stored; the sampler records the
 label-invariant quantities that need no alignment (log likelihood, log posterior,
 counts and occupied components).
+
+One compiled program serves every K and every N of a row bucket on small data: the
+points are padded to the bucket (row mask 0) and the components to the slots of
+:mod:`bayes_gmm.padding` (concentration 0: weight 0, no label, no Dirichlet mass), and
+the program is kept on disk for the next process (:mod:`bayes_gmm.program_store`). Each
+slot and each point draws its random numbers from its own ``fold_in`` key, so the real
+slots' draws do not depend on the padding: the padded run equals the unpadded one.
 """
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
 from numbers import Integral
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
-from jax.scipy.linalg import solve_triangular
 
+from bayes_gmm import padding, program_store
+from bayes_gmm.conjugate import ConditionalPosterior, conditional_posterior, draw_parameters
 from bayes_gmm.covariance import KINDS
 from bayes_gmm.em import (
     GMMParams,
-    SufficientStats,
     _chunk_rows,
     _component_log_prob,
     _log_normaliser,
     _statistics_from_responsibilities,
+    as_data,
     e_step,
     log_prior,
     statistics,
@@ -64,18 +73,7 @@ class GibbsInfo(NamedTuple):
     counts: jax.Array  # (C, S, K) int32, n_k of the labels the draw was drawn from
 
 
-class ConditionalPosterior(NamedTuple):
-    """The conjugate posterior of theta given the labels: the prior's family, updated.
-
-    Field names follow :class:`bayes_gmm.GMMPrior`; every field now has one value per
-    component (tied: one covariance posterior shared by all components).
-    """
-
-    weight_concentration: jax.Array  # (K,) alpha + n
-    mean: jax.Array  # (K, D) m_k
-    mean_precision: jax.Array  # (K,) kappa_k = kappa0 + n_k
-    degrees_of_freedom: jax.Array  # (K,) nu0 + n_k (spherical: nu0 + n_k D) | tied () nu0 + N
-    covariance: jax.Array  # full (K, D, D) | tied (D, D) | diag (K, D) | spherical (K,)  Psi_k
+program_store.register_pytree(GibbsInfo)  # an output of the stored program
 
 
 class _ChainState(NamedTuple):
@@ -86,225 +84,18 @@ class _ChainState(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------
-# theta | z
-
-
-def conditional_posterior(
-    stats: SufficientStats, prior: GMMPrior, covariance_type: str = "full"
-) -> ConditionalPosterior:
-    r"""The posterior of (pi, mu, Sigma) given hard labels, from their statistics.
-
-    Parameters
-    ----------
-    stats : SufficientStats
-        From :func:`bayes_gmm.em.statistics` of one-hot labels: counts ``n_k`` of shape
-        (K,), means ``xbar_k`` (K, D), centred scatter ``S_k`` (K, D, D) for full and
-        tied or its diagonal (K, D) for diag and spherical.
-    prior : GMMPrior
-        Cast to the dtype of ``stats``.
-    covariance_type : {"full", "tied", "diag", "spherical"}
-
-    Returns
-    -------
-    ConditionalPosterior
-
-    Notes
-    -----
-    Given z, the weights enter only through :math:`\prod_k \pi_k^{n_k}`, so
-    :math:`\pi \mid z \sim \mathrm{Dir}(\alpha + n)`, independent of the rest. For the
-    component parameters write :math:`\kappa_k = \kappa_0 + n_k`,
-    :math:`m_k = (\kappa_0 m_0 + n_k \bar x_k) / \kappa_k`, :math:`d_k = \bar x_k - m_0`.
-    Completing the square in :math:`\mu`,
-
-    .. math::
-        \kappa_0 (\mu - m_0)(\mu - m_0)^T + \sum_{z_n = k} (x_n - \mu)(x_n - \mu)^T
-        = \kappa_k (\mu - m_k)(\mu - m_k)^T + S_k + \frac{\kappa_0 n_k}{\kappa_k} d_k d_k^T .
-
-    *full*: the conditional density of :math:`(\mu_k, \Sigma_k)` is therefore
-    proportional to
-
-    .. math::
-        |\Sigma_k|^{-(\nu_0 + D + 1)/2} \, |\Sigma_k|^{-1/2} \, |\Sigma_k|^{-n_k/2}
-        \exp\!\left(-\tfrac12 \mathrm{tr}\!\left[(\Psi_k
-        + \kappa_k (\mu_k - m_k)(\mu_k - m_k)^T)\Sigma_k^{-1}\right]\right),
-        \quad \Psi_k = \Psi_0 + S_k + \frac{\kappa_0 n_k}{\kappa_k} d_k d_k^T,
-
-    (inverse-Wishart prior, normal prior of the mean, data). The middle factor and the
-    :math:`\mu_k` exponential are :math:`N(\mu_k \mid m_k, \Sigma_k / \kappa_k)` up to a
-    constant; what remains is :math:`\mathrm{IW}(\Sigma_k \mid \nu_0 + n_k, \Psi_k)`. So
-    :math:`\Sigma_k \mid z` (mean integrated out) is that inverse Wishart and
-    :math:`\mu_k \mid \Sigma_k, z \sim N(m_k, \Sigma_k / \kappa_k)`.
-
-    *tied*: the same algebra for every k at once. Each mean's normal again takes one
-    :math:`|\Sigma|^{-1/2}` (from its own prior) into its normaliser, so
-    :math:`\Sigma \mid z \sim \mathrm{IW}(\nu_0 + N, \Psi_0 + \sum_k [S_k
-    + \tfrac{\kappa_0 n_k}{\kappa_k} d_k d_k^T])`, N the total count, and the
-    :math:`\mu_k \mid \Sigma, z \sim N(m_k, \Sigma / \kappa_k)` are independent.
-
-    *diag*: the full case with D = 1, feature by feature:
-    :math:`\sigma^2_{kd} \mid z \sim \mathrm{InvGamma}((\nu_0 + n_k)/2,
-    (\psi_{0d} + S_{kd} + \tfrac{\kappa_0 n_k}{\kappa_k} d_{kd}^2)/2)` and
-    :math:`\mu_{kd} \mid \sigma^2_{kd}, z \sim N(m_{kd}, \sigma^2_{kd} / \kappa_k)`.
-
-    *spherical*: the exponent of :math:`\sigma^2_k` collects :math:`\nu_0/2 + 1` (prior),
-    :math:`D/2` (the mean's normal) and :math:`n_k D / 2` (the data); integrating
-    :math:`\mu_k` out gives back :math:`(\sigma^2_k/\kappa_k)^{D/2}`, so
-    :math:`\sigma^2_k \mid z \sim \mathrm{InvGamma}((\nu_0 + n_k D)/2, (\psi_0 +
-    \mathrm{tr}\,S_k + \tfrac{\kappa_0 n_k}{\kappa_k}\lVert d_k\rVert^2)/2)` and
-    :math:`\mu_k \mid \sigma^2_k, z \sim N(m_k, \sigma^2_k I / \kappa_k)`. The
-    ``degrees_of_freedom`` field holds :math:`\nu_0 + n_k D` and ``covariance`` the
-    scale :math:`\psi_0 + \dots`, so that the shape and scale are half of them, as in the
-    prior.
-
-    An empty component (n_k = 0) has :math:`S_k = 0`, a zero shrinkage term,
-    :math:`m_k = m_0` and :math:`\kappa_k = \kappa_0`: its conditional is the prior.
-
-    References
-    ----------
-    Murphy, K. P. (2007). Conjugate Bayesian analysis of the Gaussian distribution.
-    Technical note, University of British Columbia, sections 8-9.
-    Gelman, A. et al. (2013). Bayesian Data Analysis, 3rd ed., section 3.6.
-    """
-    dtype = stats.means.dtype
-    alpha, m0, kappa0, nu0, psi0 = (jnp.asarray(a, dtype) for a in prior)
-    counts = stats.counts
-    kappa = kappa0 + counts
-    mean = (kappa0 * m0 + counts[:, None] * stats.means) / kappa[:, None]
-    # Empty components have xbar = 0 in the statistics, but a zero shrinkage weight.
-    deviation = stats.means - m0
-    shrinkage = kappa0 * counts / kappa
-    if covariance_type in ("full", "tied"):
-        outer = shrinkage[:, None, None] * deviation[:, :, None] * deviation[:, None, :]
-        per_component = stats.scatter + outer
-        if covariance_type == "full":
-            dof = nu0 + counts
-            scale = psi0 + per_component
-        else:
-            dof = nu0 + jnp.sum(counts)
-            scale = psi0 + jnp.sum(per_component, axis=0)
-        scale = 0.5 * (scale + jnp.swapaxes(scale, -1, -2))
-    elif covariance_type == "diag":
-        dof = nu0 + counts
-        scale = psi0 + stats.scatter + shrinkage[:, None] * deviation**2
-    else:
-        n_features = stats.means.shape[-1]
-        dof = nu0 + n_features * counts
-        scale = (
-            psi0 + jnp.sum(stats.scatter, -1) + shrinkage * jnp.sum(deviation**2, -1)
-        )
-    return ConditionalPosterior(alpha + counts, mean, kappa, dof, scale)
-
-
-def _bartlett_root(log_gamma, normal, scale):
-    r"""A draw :math:`\Sigma \sim \mathrm{IW}(\nu, \Psi)` as a factor B with
-    :math:`\Sigma = B^T B`, from its random variates.
-
-    Bartlett decomposition (Smith and Hocking, 1972): with :math:`\Psi = L L^T` and A lower
-    triangular, :math:`A_{ii}^2 \sim \chi^2_{\nu - i + 1}` (i = 1..D) and
-    :math:`A_{ij} \sim N(0, 1)` below the diagonal, :math:`A A^T \sim W(\nu, I)`, hence
-    :math:`L^{-T} A A^T L^{-1} \sim W(\nu, \Psi^{-1})` and its inverse
-    :math:`\Sigma = L A^{-T} A^{-1} L^T = B^T B` with :math:`B = A^{-1} L^T` follows
-    :math:`\mathrm{IW}(\nu, \Psi)`. B is one triangular solve (no matrix is inverted), and
-    :math:`B^T` is a square root of :math:`\Sigma` that draws the mean without another
-    Cholesky factorisation.
-
-    Parameters
-    ----------
-    log_gamma : Array of shape (D,)
-        ``log Gamma((nu - i) / 2)`` draws, i = 0..D-1 (``chi^2_f = 2 Gamma(f / 2)``).
-    normal : Array of shape (D, D)
-        Standard normal draws; the part below the diagonal is used.
-    scale : Array of shape (D, D)
-        Symmetric positive definite :math:`\Psi`.
-
-    Returns
-    -------
-    Array of shape (D, D)
-        B.
-
-    References
-    ----------
-    Smith, W. B. and Hocking, R. R. (1972). Algorithm AS 53: Wishart variate generator.
-    Journal of the Royal Statistical Society C 21, 341-345.
-    """
-    # sqrt(2 G) from log G: a small G (few degrees of freedom) cannot round to zero first.
-    diagonal = jnp.exp(0.5 * (jnp.log(jnp.asarray(2.0, scale.dtype)) + log_gamma))
-    bartlett = jnp.tril(normal, -1) + jnp.diag(diagonal)
-    return solve_triangular(bartlett, jnp.linalg.cholesky(scale).T, lower=True)
-
-
-def draw_parameters(key, posterior: ConditionalPosterior, covariance_type: str = "full"):
-    r"""One draw of (pi, mu, Sigma) from :func:`conditional_posterior`'s result.
-
-    The weights from :math:`\mathrm{Dir}(\alpha + n)` (normalised gamma variates); each
-    covariance from its inverse Wishart (Bartlett decomposition, :func:`_bartlett_root`)
-    or inverse gamma (``scale / Gamma(shape)``); then each mean given its covariance,
-    :math:`\mu_k = m_k + R_k \varepsilon_k / \sqrt{\kappa_k}` with
-    :math:`R_k R_k^T = \Sigma_k` and :math:`\varepsilon_k \sim N(0, I)`.
-
-    Parameters
-    ----------
-    key : jax.Array
-    posterior : ConditionalPosterior
-    covariance_type : {"full", "tied", "diag", "spherical"}
-
-    Returns
-    -------
-    GMMParams
-        In the dtype of ``posterior.mean``.
-    """
-    gamma_key, normal_key = jax.random.split(key)
-    alpha, mean, kappa, dof, scale = posterior
-    n_components, n_features = mean.shape
-    dtype = mean.dtype
-    steps = jnp.arange(n_features, dtype=dtype)
-    shape = {
-        "full": lambda: 0.5 * (dof[:, None] - steps),  # (K, D) Bartlett chi^2 / 2
-        "tied": lambda: 0.5 * (dof - steps),  # (D,)
-        "diag": lambda: jnp.broadcast_to(0.5 * dof[:, None], scale.shape),  # (K, D)
-        "spherical": lambda: 0.5 * dof,  # (K,)
-    }[covariance_type]()
-    # Every gamma variate of the draw in one call: each call of JAX's gamma sampler
-    # compiles its own rejection loop, and those loops dominate the compile time. Log
-    # space, as jax.random.dirichlet does, so that small shapes cannot underflow to zero.
-    log_gamma = jax.random.loggamma(
-        gamma_key, jnp.concatenate([alpha, shape.reshape(-1)]), dtype=dtype
-    )
-    weights = jax.nn.softmax(log_gamma[:n_components])
-    log_gamma = log_gamma[n_components:].reshape(shape.shape)
-    matrix = covariance_type in ("full", "tied")
-    size = n_components * n_features
-    noise = jax.random.normal(normal_key, (size + (scale.size if matrix else 0),), dtype)
-    spread = noise[:size].reshape(n_components, n_features) / jnp.sqrt(kappa)[:, None]
-    if matrix:
-        below = noise[size:].reshape(scale.shape)
-        if covariance_type == "full":
-            root = jax.vmap(_bartlett_root)(log_gamma, below, scale)
-            means = mean + jnp.einsum("kji,kj->ki", root, spread)
-        else:
-            root = _bartlett_root(log_gamma, below, scale)
-            means = mean + spread @ root
-        covariances = jnp.swapaxes(root, -1, -2) @ root
-        # B^T B is symmetric in exact arithmetic only; the E-step factorises it.
-        covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
-    else:
-        # InvGamma(nu / 2, psi / 2) as (psi / 2) / Gamma(nu / 2).
-        covariances = jnp.exp(jnp.log(0.5 * scale) - log_gamma)
-        sd = jnp.sqrt(covariances)
-        means = mean + (sd if covariance_type == "diag" else sd[:, None]) * spread
-    return GMMParams(weights, means, covariances)
-
-
-# --------------------------------------------------------------------------------------
 # One transition
 
 
-def _e_step(x, params, covariance_type, mesh=None):
-    """Log responsibilities and the log likelihood. With a ``mesh``, ``x`` is the
-    device-major layout of :func:`bayes_gmm.sharding.device_chunks` (with its row mask)
-    and the responsibilities come in the same layout, (n_devices, n_chunks, K, C)."""
+def _e_step(x, params, covariance_type, row_mask=None, mesh=None):
+    """Log responsibilities and the log likelihood (of the rows where ``row_mask`` is 1).
+    With a ``mesh``, ``x`` is the device-major layout of
+    :func:`bayes_gmm.sharding.device_chunks` (with its row mask) and the responsibilities
+    come in the same layout, (n_devices, n_chunks, K, C)."""
     if mesh is None:
         log_resp, log_density = e_step(x, params, covariance_type)
+        if row_mask is not None:
+            log_density = jnp.where(row_mask > 0, log_density, 0.0)
         return log_resp, jnp.sum(log_density)
     kind = KINDS[covariance_type]
     n_components, n_features = params.means.shape
@@ -325,39 +116,66 @@ def _e_step(x, params, covariance_type, mesh=None):
     return log_resp, log_likelihood
 
 
-def _label_statistics(key, log_resp, x, covariance_type, mesh=None):
-    """z | theta, and the statistics of the labels drawn."""
+def _draw_labels(key, log_resp, axis, layout=None):
+    """One categorical draw per point from its responsibilities (slots along ``axis``),
+    by inversion: the first slot whose running sum of responsibilities exceeds ``u``
+    times their total, ``u ~ U[0, 1)`` from the point's own key
+    (:func:`bayes_gmm.padding.fold_in_keys` over the rows; ``layout`` lays the uniforms
+    out like the points, as on devices).
+
+    The running sums are added in slot order, exactly: a slot of responsibility zero (a
+    dead or padded component) repeats its predecessor's sum and so is never drawn, and
+    trailing zero slots change nothing (jnp.cumsum's parallel scan would round otherwise).
+    """
+    resp = jnp.moveaxis(jnp.exp(log_resp), axis, 0)
+    n_rows = resp[0].size
+    uniform = jax.vmap(lambda k: jax.random.uniform(k, (), resp.dtype))(
+        padding.fold_in_keys(key, n_rows)
+    )
+    uniform = uniform.reshape(resp.shape[1:]) if layout is None else layout(uniform)
+    cumulative = jnp.stack(list(itertools.accumulate(resp)))
+    return jnp.sum(cumulative <= uniform * cumulative[-1], axis=0)
+
+
+def _label_statistics(key, log_resp, x, covariance_type, row_mask=None, mesh=None):
+    """z | theta, and the statistics of the labels drawn (of the rows where ``row_mask``
+    is 1)."""
     if mesh is None:
         n_components = log_resp.shape[-1]
-        labels = jax.random.categorical(key, log_resp, axis=-1)
+        labels = _draw_labels(key, log_resp, axis=1)
         one_hot = jax.nn.one_hot(labels, n_components, dtype=x.dtype)
+        if row_mask is not None:
+            one_hot = one_hot * row_mask[:, None]
         return statistics(x, one_hot, covariance_type)
-    # The Gumbel-max draw that jax.random.categorical makes, with the noise of the padded
-    # (rows, K) array laid out like the points: JAX's partitionable PRNG gives its first N
-    # rows the values of the one-device draw, so the labels (and the chains) agree.
+    # Each row's uniform from its global row number, laid out like the points: the labels
+    # (and the chains) are those of the one-device draw.
     n_devices, n_chunks, n_components, chunk = log_resp.shape
-    noise = jax.random.gumbel(key, (n_devices * n_chunks * chunk, n_components), x.dtype)
-    labels = jnp.argmax(log_resp + device_chunks(noise, mesh, chunk), axis=2)
+
+    def like_the_points(uniform):
+        return device_chunks(uniform[:, None], mesh, chunk)[:, :, 0, :]
+
+    labels = _draw_labels(key, log_resp, axis=2, layout=like_the_points)
     mask = x[:, :, -1:, :]
     one_hot = jnp.swapaxes(jax.nn.one_hot(labels, n_components, dtype=x.dtype), 2, 3) * mask
     return _statistics_from_responsibilities(x, one_hot, covariance_type, mesh)
 
 
-def _start_state(x, params, covariance_type, mesh=None):
+def _start_state(x, params, covariance_type, row_mask=None, mesh=None):
     n_components = params.weights.shape[0]
-    log_resp, log_likelihood = _e_step(x, params, covariance_type, mesh)
+    log_resp, log_likelihood = _e_step(x, params, covariance_type, row_mask, mesh)
     return _ChainState(params, log_resp, log_likelihood, jnp.zeros(n_components, x.dtype))
 
 
-def _transition(key, state: _ChainState, x, prior, covariance_type, mesh=None) -> _ChainState:
+def _transition(key, state: _ChainState, x, prior, covariance_type, row_mask=None,
+                mesh=None) -> _ChainState:
     """z | theta, then theta | z; then the E-step of the new theta, which both records its
     log likelihood and gives the responsibilities the next transition draws labels from."""
     label_key, theta_key = jax.random.split(key)
-    stats = _label_statistics(label_key, state.log_resp, x, covariance_type, mesh)
+    stats = _label_statistics(label_key, state.log_resp, x, covariance_type, row_mask, mesh)
     params = draw_parameters(
         theta_key, conditional_posterior(stats, prior, covariance_type), covariance_type
     )
-    log_resp, log_likelihood = _e_step(x, params, covariance_type, mesh)
+    log_resp, log_likelihood = _e_step(x, params, covariance_type, row_mask, mesh)
     return _ChainState(params, log_resp, log_likelihood, stats.counts)
 
 
@@ -372,18 +190,24 @@ def _record(state: _ChainState, prior, covariance_type) -> tuple[GMMParams, Gibb
     return state.params, info
 
 
-def _centre(x, prior, params):
+def _centre(x, prior, params, row_mask=None):
     """Move to the frame centred on the data mean (the model is translation invariant):
     the E-step's whitening ``x L^{-T} - mu L^{-T}`` would otherwise lose the digits that
-    an offset of the data from the origin takes, in float32 especially."""
-    shift = jnp.mean(x, axis=0)
-    return x - shift, prior._replace(mean=prior.mean - shift), params._replace(
+    an offset of the data from the origin takes, in float32 especially. Padded rows
+    (``row_mask`` 0) stay at zero."""
+    if row_mask is None:
+        shift = jnp.mean(x, axis=0)
+        x = x - shift
+    else:
+        shift = jnp.sum(x * row_mask[:, None], axis=0) / jnp.sum(row_mask)
+        x = (x - shift) * row_mask[:, None]
+    return x, prior._replace(mean=prior.mean - shift), params._replace(
         means=params.means - shift
     ), shift
 
 
-def _as_dtype(tree, dtype):
-    return type(tree)(*(jnp.asarray(a, dtype) for a in tree))
+def _as_dtype(tree, dtype, xp=jnp):
+    return type(tree)(*(xp.asarray(a, dtype) for a in tree))
 
 
 @partial(jax.jit, static_argnames=("covariance_type",))
@@ -443,23 +267,29 @@ def jitter_start(key, params: GMMParams, jitter, covariance_type: str = "full") 
     -------
     GMMParams
     """
-    weight_key, mean_key, covariance_key = jax.random.split(key, 3)
+    slot_key, shared_key = jax.random.split(key)
     weights, means, covariances = params
+    n_components, n_features = means.shape
     dtype = means.dtype
     if covariance_type in ("full", "tied"):
         sd = jnp.sqrt(jnp.diagonal(covariances, axis1=-2, axis2=-1))
-        factor_shape = covariances.shape[:-2]
-    elif covariance_type == "diag":
-        sd = jnp.sqrt(covariances)
-        factor_shape = covariances.shape
     else:
-        sd = jnp.sqrt(covariances)[:, None]
-        factor_shape = covariances.shape
-    logits = jnp.log(weights) + jitter * jax.random.normal(weight_key, weights.shape, dtype)
-    means = means + jitter * sd * jax.random.normal(mean_key, means.shape, dtype)
-    factor = jnp.exp(jitter * jax.random.normal(covariance_key, factor_shape, dtype))
-    if covariance_type in ("full", "tied"):
-        factor = factor[..., None, None]
+        sd = jnp.sqrt(covariances)
+        sd = sd if covariance_type == "diag" else sd[:, None]
+    # Per slot, from its own key (padding changes no real slot's start): one weight
+    # logit, D means and its covariance factors; tied's one factor from its own key.
+    n_factors = {"full": 1, "tied": 0, "diag": n_features, "spherical": 1}[covariance_type]
+    eps = jax.vmap(lambda k: jax.random.normal(k, (1 + n_features + n_factors,), dtype))(
+        padding.fold_in_keys(slot_key, n_components)
+    )
+    logits = jnp.log(weights) + jitter * eps[:, 0]
+    means = means + jitter * sd * eps[:, 1 : 1 + n_features]
+    if covariance_type == "tied":
+        factor = jnp.exp(jitter * jax.random.normal(shared_key, (), dtype))
+    else:
+        factor = jnp.exp(jitter * eps[:, 1 + n_features :])
+        full = covariance_type == "full"
+        factor = factor.reshape(n_components, *((1, 1) if full else covariances.shape[1:]))
     return GMMParams(jax.nn.softmax(logits), means, covariances * factor)
 
 
@@ -512,8 +342,11 @@ def sample(
     perturbed by :func:`jitter_start` when ``init_jitter > 0``, makes ``num_warmup``
     transitions that are discarded, then ``num_samples * thinning`` transitions of which
     every ``thinning``-th is kept. Pure and jitted: usable under ``jax.jit`` and
-    ``jax.vmap``; a second call with the same shapes and settings (``init_jitter``
-    excepted) does not re-trace.
+    ``jax.vmap``. Small data are padded (:mod:`bayes_gmm.padding`), so that another K, or
+    another N of the row bucket, with the same D, dtype and settings (``init_jitter``
+    excepted) compiles nothing; the draws equal those without padding to rounding. Runs
+    whose padding would cost more than a compilation
+    (:func:`bayes_gmm.padding.padded_shape_for_passes`) are not padded.
 
     Parameters
     ----------
@@ -556,40 +389,55 @@ def sample(
     Diebolt, J. and Robert, C. P. (1994). Estimation of finite mixture distributions
     through Bayesian sampling. Journal of the Royal Statistical Society B 56, 363-375.
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
+    traced = padding.is_traced(key, x, prior, init_params, init_jitter)
+    x = as_data(x)
     settings = (("num_samples", num_samples, 1), ("num_warmup", num_warmup, 0),
                 ("num_chains", num_chains, 1), ("thinning", thinning, 1))
     _check_static(x, prior, init_params, covariance_type, settings)
-    # Every argument explicit and every array in x's dtype: jit keys its cache on which
-    # keywords were passed and on the dtypes (and weak types) of the arguments.
-    return _sample(
-        key, x, _as_dtype(prior, x.dtype), _as_dtype(init_params, x.dtype),
-        jnp.asarray(init_jitter, x.dtype), covariance_type,
-        *(int(value) for _, value, _ in settings), resolve_mesh(mesh),
+    mesh = resolve_mesh(mesh)
+    # Every array in x's dtype, converted in NumPy when concrete: jit keys its cache on
+    # dtypes and weak types, and an eager jnp.asarray compiles a program per shape.
+    xp = jnp if traced else np
+    prior, init_params = (_as_dtype(tree, x.dtype, xp) for tree in (prior, init_params))
+    n_samples, n_features = x.shape
+    n_components = prior.weight_concentration.shape[0]
+    num_samples, num_warmup, num_chains, thinning = (int(value) for _, value, _ in settings)
+    rows, slots = n_samples, n_components
+    if not traced and mesh is None:  # as em.fit_map: one program for many K and N
+        passes = num_chains * (num_warmup + num_samples * thinning)
+        rows, slots = padding.padded_shape_for_passes(n_samples, n_components, n_features,
+                                                      passes)
+    key_data, impl = program_store.key_data(key)
+    draws, info = _sample(
+        key_data, *padding.pad_rows(x, rows), padding.pad_prior(prior, slots),
+        padding.pad_params(init_params, slots, covariance_type),
+        xp.asarray(init_jitter, x.dtype), covariance_type, num_samples, num_warmup,
+        num_chains, thinning, impl, mesh,
     )
+    draws = padding.unpad_params(draws, n_components, covariance_type, axis=2)
+    return draws, info._replace(counts=padding.unpad_axis(info.counts, n_components, 2))
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))
-def _sample(
-    key, x, prior, init_params, init_jitter, covariance_type, num_samples, num_warmup,
-    num_chains, thinning, mesh=None,
+def _sample_core(
+    key_data, x, row_mask, prior, init_params, init_jitter, covariance_type, num_samples,
+    num_warmup, num_chains, thinning, impl, mesh,
 ):
-    x, prior, init_params, shift = _centre(x, prior, init_params)
+    """:func:`sample` on rows of which ``row_mask`` marks the points, in component slots
+    of which those of concentration zero are padding (:mod:`bayes_gmm.padding`)."""
+    key = program_store.wrap_key(key_data, impl)
+    x, prior, init_params, shift = _centre(x, prior, init_params, row_mask)
     if mesh is not None:
         n_samples, n_features = x.shape
         n_components = init_params.weights.shape[0]
         chunk = _chunk_rows(rows_per_device(n_samples, mesh), n_components, n_features, None)
-        mask = jnp.ones((n_samples, 1), x.dtype)
-        x = device_chunks(jnp.concatenate([x, mask], axis=1), mesh, chunk)
+        x = device_chunks(jnp.concatenate([x, row_mask[:, None]], axis=1), mesh, chunk)
 
     total = num_warmup + num_samples * thinning
 
     def transition(carry, step):
         state, kept = carry
         key, t = step
-        state = _transition(key, state, x, prior, covariance_type, mesh)
+        state = _transition(key, state, x, prior, covariance_type, row_mask, mesh)
         # One loop over every transition, writing each kept draw into its slot, so that
         # the transition is compiled once rather than once per loop (warmup, thinning).
         offset = t - num_warmup + 1
@@ -605,7 +453,7 @@ def _sample(
     def chain(key):
         start_key, loop_key = jax.random.split(key)
         start = jitter_start(start_key, init_params, init_jitter, covariance_type)
-        state = _start_state(x, start, covariance_type, mesh)
+        state = _start_state(x, start, covariance_type, row_mask, mesh)
         record = jax.eval_shape(lambda: _record(state, prior, covariance_type))
         kept = jax.tree.map(lambda a: jnp.zeros((num_samples, *a.shape), a.dtype), record)
         steps = (jax.random.split(loop_key, total), jnp.arange(total))
@@ -614,3 +462,18 @@ def _sample(
 
     draws, info = jax.vmap(chain)(jax.random.split(key, num_chains))
     return draws._replace(means=draws.means + shift), info
+
+
+# Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
+_sample = program_store.stored_jit(_sample_core, static_argnums=(6, 7, 8, 9, 10, 11, 12))
+
+
+__all__ = [
+    "ConditionalPosterior",  # theta | z, from bayes_gmm.conjugate
+    "GibbsInfo",
+    "conditional_posterior",
+    "draw_parameters",
+    "gibbs_step",
+    "jitter_start",
+    "sample",
+]

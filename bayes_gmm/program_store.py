@@ -76,6 +76,19 @@ def stored_jit(fn, static_argnums: tuple[int, ...]):
     return call
 
 
+def key_data(key) -> tuple[jax.Array, str | None]:
+    """A PRNG key as plain arrays that a stored program can take: (its uint32 data, the
+    name of its implementation, None for a raw uint32 key). :func:`wrap_key` undoes it."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key), str(jax.random.key_impl(key))
+    return key, None
+
+
+def wrap_key(data, impl: str | None):
+    """The key that :func:`key_data` took apart (inside the program)."""
+    return data if impl is None else jax.random.wrap_key_data(data, impl=impl)
+
+
 def _with_static(jitted, static_argnums, static, *dynamic):
     args, dynamic, static = [], list(dynamic), list(static)
     for i in range(len(dynamic) + len(static)):
@@ -154,4 +167,4 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-__all__ = ["register_pytree", "stored_jit"]
+__all__ = ["key_data", "register_pytree", "stored_jit", "wrap_key"]

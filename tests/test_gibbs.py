@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from conftest import DTYPE, X64, blobs, two_clusters
+from conftest import DTYPE, X64, blobs, count_compilations, two_clusters
 from scipy import stats
 from test_em import random_prior
 
@@ -27,7 +27,6 @@ from bayes_gmm import GMMParams, default_prior, log_posterior, m_step
 from bayes_gmm.em import log_likelihood, statistics
 from bayes_gmm.gibbs import (
     GibbsInfo,
-    _sample,
     conditional_posterior,
     draw_parameters,
     gibbs_step,
@@ -373,13 +372,13 @@ def test_reproducible_and_compiled_once(separated):
     x = separated
     prior, start = map_start(x, "full")
     first = sample(jax.random.key(10), x, prior, start, **K2_SETTINGS)
-    size = _sample._cache_size()
-    second = sample(jax.random.key(10), x, prior, start, **K2_SETTINGS)
+    with count_compilations() as compiled:
+        second = sample(jax.random.key(10), x, prior, start, **K2_SETTINGS)
+        other = sample(jax.random.key(11), x * 2.0, default_prior(x * 2.0, 2), start,
+                       init_jitter=0.3, **K2_SETTINGS)
+    assert compiled == []
     for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
         np.testing.assert_array_equal(a, b)
-    other = sample(jax.random.key(11), x * 2.0, default_prior(x * 2.0, 2), start,
-                   init_jitter=0.3, **K2_SETTINGS)
-    assert _sample._cache_size() == size
     assert not np.array_equal(other[0].means, first[0].means)
 
 

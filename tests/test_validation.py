@@ -124,9 +124,10 @@ def test_sbc_rejects_a_gibbs_sampler_that_forgets_the_prior_scale(prior, monkeyp
     def broken(key, x, prior, init_params, covariance_type):
         # gibbs.sample's own jit may hold a compiled copy of the correct sampler: trace
         # the undecorated function, so the patched update is the one that runs.
-        draws, _ = gibbs._sample.__wrapped__(
-            key, x, gibbs._as_dtype(prior, x.dtype), gibbs._as_dtype(init_params, x.dtype),
-            jnp.zeros((), x.dtype), covariance_type, NUM_DRAWS, NUM_WARMUP, 1, THINNING,
+        draws, _ = gibbs._sample_core(
+            key, x, jnp.ones(x.shape[0], x.dtype), gibbs._as_dtype(prior, x.dtype),
+            gibbs._as_dtype(init_params, x.dtype), jnp.zeros((), x.dtype), covariance_type,
+            NUM_DRAWS, NUM_WARMUP, 1, THINNING, None, None,
         )
         return GMMParams(*(a[0] for a in draws))
 
