@@ -39,13 +39,13 @@ from typing import NamedTuple
 import arviz_base
 import arviz_stats  # noqa: F401  (registers the .azstats accessors used below)
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
 from numpyro import handlers
 from scipy.optimize import linear_sum_assignment
 
+from bayes_gmm import program_store
 from bayes_gmm.em import GMMParams, e_step
 from bayes_gmm.em import log_prior as em_log_prior
 from bayes_gmm.model import gmm_model, init_values
@@ -795,14 +795,15 @@ def _draw_log_densities(x, draws: GMMParams, prior: GMMPrior, covariance_type: s
     per_draw = _E_STEP_ELEMENTS + n_samples * (n_components + 1)
     block = max(1, min(n, DRAW_BLOCK_ELEMENTS // per_draw))
     dtype = _jax_dtype(x)
-    x_device = jnp.asarray(x, dtype)
-    prior_device = GMMPrior(*(jnp.asarray(a, dtype) for a in prior))
+    # Converted in NumPy and put on the device: an eager conversion compiles a program.
+    x_device = jax.device_put(np.asarray(x, dtype))
+    prior_device = GMMPrior(*(jax.device_put(np.asarray(a, dtype)) for a in prior))
     pointwise = np.empty((n, n_samples), dtype) if keep_pointwise else None
     totals = np.empty(n, np.float64)
     sites = None
     for start in range(0, n, block):
         index = np.minimum(np.arange(start, start + block), n - 1)
-        params = GMMParams(*(jnp.asarray(a[index], dtype) for a in draws))
+        params = GMMParams(*(jax.device_put(np.asarray(a[index], dtype)) for a in draws))
         log_density, block_sites = jax.device_get(
             _block_log_densities(x_device, params, prior_device, covariance_type))
         stop = min(start + block, n)
@@ -823,11 +824,20 @@ def _map_log_densities(x, params: GMMParams, prior: GMMPrior, covariance_type: s
     dead components (weight exactly zero when alpha < 1).
     """
     dtype = _jax_dtype(x)
-    p = GMMParams(*(jnp.asarray(a, dtype) for a in params))
-    prior_device = GMMPrior(*(jnp.asarray(a, dtype) for a in prior))
-    log_density = np.asarray(e_step(jnp.asarray(x, dtype), p, covariance_type)[1])
-    log_likelihood = float(np.sum(log_density, dtype=np.float64))
-    return log_likelihood + float(em_log_prior(p, prior_device, covariance_type)), log_likelihood
+    # Converted in NumPy: eager JAX conversions would each compile a small program.
+    log_density, log_prior = _map_terms(
+        np.asarray(x, dtype), GMMParams(*(np.asarray(a, dtype) for a in params)),
+        GMMPrior(*(np.asarray(a, dtype) for a in prior)), covariance_type)
+    log_likelihood = float(np.sum(np.asarray(log_density), dtype=np.float64))
+    return log_likelihood + float(log_prior), log_likelihood
+
+
+def _map_terms_core(x, params, prior, covariance_type):
+    return e_step(x, params, covariance_type)[1], em_log_prior(params, prior, covariance_type)
+
+
+# One program (kept for the next process) rather than an eager op per term of the prior.
+_map_terms = program_store.stored_jit(_map_terms_core, (3,))
 
 
 def _jax_dtype(x):

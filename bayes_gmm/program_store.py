@@ -67,8 +67,8 @@ def stored_jit(fn, static_argnums: tuple[int, ...]):
             program = _load_or_export(folder / f"{fn.__name__}-{key}.bin",
                                       functools.partial(_with_static, jitted, static_argnums,
                                                         static), dynamic)
-            if program is None:
-                return jitted(*args)
+            if program is None:  # not storable: the plain jit, without trying again
+                program = functools.partial(_with_static, jitted, static_argnums, static)
             loaded[key] = program
         return program(*dynamic)
 

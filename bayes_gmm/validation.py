@@ -175,44 +175,20 @@ def nuts_sampler(num_draws: int = 99, *, num_warmup: int = 200, thinning: int = 
     transitions after ``num_warmup`` warm-up (adaptation) ones. Pure, so :func:`sbc` runs
     simulations side by side under ``vmap`` and compiles once per cell.
 
-    It drives NumPyro's functional HMC interface rather than :class:`numpyro.infer.MCMC`
-    (which builds, traces and compiles a sampler per data set):
-    :func:`numpyro.infer.util.initialize_model` with ``dynamic_args=True`` gives a
-    potential energy and a map back to the constrained sites that take the data as an
-    argument, so ``x`` may be a traced, batched array; :func:`numpyro.infer.hmc.hmc`
-    gives the pure ``init_kernel`` / ``sample_kernel`` pair that ``MCMC`` itself runs
-    (the same NUTS transition, the same step-size and diagonal mass-matrix adaptation).
-    The chain starts where :func:`bayes_gmm.posterior.draw` starts it: the MAP, mapped to
-    the unconstrained space (``init_to_value``).
+    It is :func:`bayes_gmm.nuts.run_chains` (NumPyro's NUTS kernel inside one traceable
+    function, rather than :class:`numpyro.infer.MCMC`, which builds, traces and compiles
+    a sampler per data set), with one chain started where
+    :func:`bayes_gmm.posterior.draw` starts it: the MAP (``init_to_value``).
     """
 
     def run(key, x, prior, init_params, covariance_type):
-        from numpyro.infer import init_to_value  # NumPyro only when asked for
-        from numpyro.infer.hmc import hmc
-        from numpyro.infer.util import initialize_model
+        from bayes_gmm import nuts  # NumPyro only when asked for
 
-        from bayes_gmm.model import gmm_model, init_values
-
-        model_args = (x, prior, covariance_type)
-        init_key, chain_key = jax.random.split(key)
-        model_info = initialize_model(
-            init_key, gmm_model, init_strategy=init_to_value(values=init_values(init_params)),
-            dynamic_args=True, model_args=model_args,
-        )
-        init_kernel, sample_kernel = hmc(potential_fn_gen=model_info.potential_fn,
-                                         algo="NUTS")
-        state = init_kernel(model_info.param_info, num_warmup, model_args=model_args,
-                            rng_key=chain_key)
-        step = lambda _, state: sample_kernel(state, model_args=model_args)  # noqa: E731
-        state = jax.lax.fori_loop(0, num_warmup, step, state)
-
-        def keep(state, _):
-            state = jax.lax.fori_loop(0, thinning, step, state)
-            return state, state.z
-
-        _, unconstrained = jax.lax.scan(keep, state, length=num_draws)
-        draws = jax.vmap(model_info.postprocess_fn(*model_args))(unconstrained)
-        return GMMParams(draws["weights"], draws["means"], draws["covariances"])
+        num_samples = num_draws * thinning
+        draws, _, _ = nuts.run_chains(key, x, prior, init_params, covariance_type,
+                                      num_chains=1, num_warmup=num_warmup,
+                                      num_samples=num_samples, thinning=thinning)
+        return GMMParams(*(a[0] for a in draws))
 
     run.vectorized = True
     # Under vmap a while_loop runs until its slowest lane is done, so every NUTS

@@ -7,7 +7,7 @@ import time
 import jax
 import numpy as np
 
-from bayes_gmm import default_prior, fit_map, gibbs
+from bayes_gmm import default_prior, fit_map, gibbs, nuts
 from bayes_gmm.covariance import KINDS
 from bayes_gmm.em import GMMParams
 
@@ -49,5 +49,23 @@ for covariance_type in KINDS:
                 num_samples=5, num_warmup=3, num_chains=2, mesh=mesh)
         results["gibbs_gap"] = gap(draws[None], draws["auto"])
         results["gibbs_moved"] = gap(draws[None].means[:, :1], draws[None].means[:, -1:])
+
+# NUTS with as many devices as chains: one chain per device (bayes_gmm.nuts._parallel),
+# against the same chains vectorised on one device.
+nuts_x = x[::5]
+nuts_prior = default_prior(nuts_x, 2, "full")
+nuts_start = GMMParams(np.array([0.55, 0.45]), nuts_x[[0, -1]], np.stack([np.eye(2)] * 2))
+settings = dict(num_warmup=10, num_samples=5, thinning=1, init="map")
+key_data = jax.random.key_data(jax.random.key(2))
+impl = str(jax.random.key_impl(jax.random.key(2)))
+one_device = jax.jit(lambda key, *args: nuts.run_chains(
+    key, *args, "full", num_chains=4, init_jitter=0.1, **settings))(
+    jax.random.key(2), nuts_x, nuts_prior, nuts_start)
+per_device = nuts._parallel(key_data, impl, nuts_x, nuts_prior, nuts_start, np.asarray(0.1),
+                            "full", 4, settings)
+results["nuts_gap"] = gap(one_device[0], per_device[0]) / float(np.max(np.abs(nuts_x)))
+results["nuts_steps_equal"] = bool(np.array_equal(one_device[1]["num_steps"],
+                                                  per_device[1]["num_steps"]))
+results["nuts_devices"] = len(per_device[0].means.sharding.device_set)
 results["seconds"] = time.perf_counter() - start
 print(json.dumps(results))

@@ -62,3 +62,23 @@ def test_traced_calls_and_no_cache_use_the_plain_jit(store, tmp_path):
     compilation_cache.configure(None)
     assert float(fn(x, 1.0, "sum")) == 15.0
     assert not store.exists() or not list(store.glob("*.bin"))
+
+
+def _with_a_host_callback(x):
+    # jax.export does not serialise host callbacks: such a program cannot be stored.
+    jax.debug.callback(lambda _: None, x)
+    return x * 2
+
+
+def test_a_program_that_cannot_be_stored_is_exported_once(store, monkeypatch):
+    """It runs as the plain jit, and later calls do not try (trace and export) again."""
+    exports = []
+    real = program_store._load_or_export
+    monkeypatch.setattr(program_store, "_load_or_export",
+                        lambda *args: exports.append(1) or real(*args))
+    fn = program_store.stored_jit(_with_a_host_callback, static_argnums=())
+    x = np.arange(3.0, dtype=np.float32)
+    for scale in (1.0, 2.0, 3.0):
+        np.testing.assert_allclose(fn(x * scale), x * scale * 2)
+    assert exports == [1]
+    assert not list(store.glob("*.bin"))

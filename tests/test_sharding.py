@@ -50,3 +50,11 @@ def test_gibbs_sharded_equals_one_device(sharded):
     # draws up to the order of the additions.
     assert sharded["gibbs_moved"] > 1e-3  # the chains moved: the comparison means something
     assert sharded["gibbs_gap"] < 1e-9
+
+
+def test_nuts_one_chain_per_device_equals_vectorised(sharded):
+    """4 chains on 4 devices: each device runs its own chain, the same as the chains run
+    side by side on one device (the same trees; draws to rounding)."""
+    assert sharded["nuts_devices"] == 4
+    assert sharded["nuts_steps_equal"]
+    assert sharded["nuts_gap"] < 1e-9
