@@ -31,8 +31,9 @@ demo: $(VENV)/.installed
 
 # The suite runs twice: JAX's default float32 and again with float64 enabled (tests that
 # do not depend on the precision run in the first pass only: tests/conftest.py). Most of
-# its time is XLA compiling (one core each), so two workers nearly halve it.
-PYTEST := $(BIN)/python -m pytest -q -n 2
+# its time is XLA compiling (one core each), so two workers nearly halve it; loadscope,
+# as tests/conftest.py schedules it, computes each module-scoped fixture once.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .

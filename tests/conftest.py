@@ -83,6 +83,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# The Makefile runs the suite on two workers with --dist loadscope, scheduled here: a
+# module with module-scoped fixtures (a CLI run, a model search, a subprocess with
+# several devices) goes to one worker as a whole, so that each fixture is computed once,
+# not once per worker that runs one of its tests; every other test goes on its own to
+# whichever worker is free. xdist then starts with the largest groups. (xdist's own
+# "loadgroup" marks do not work with pytest 9.2, which no longer reads item._nodeid.)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = _modules_with_module_fixtures()
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if Path(module).name in shared else nodeid
+
+    return ModuleFixtureScheduling(config, log)
+
+
+def _modules_with_module_fixtures() -> set[str]:
+    here = Path(__file__).parent
+    return {path.name for path in here.glob("test_*.py")
+            if 'scope="module"' in path.read_text()}
+
+
 @pytest.fixture(params=COVARIANCE_TYPES)
 def covariance_type(request):
     return request.param
