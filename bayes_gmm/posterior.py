@@ -14,11 +14,12 @@ the MAP, per-point log likelihoods, log prior, data and the MAP itself). The met
   the same model (stick-breaking weights, Cholesky factors with log diagonals, log
   variances). Its centre is the mode of the *unconstrained* density, which includes the
   log-Jacobian of the transform and so sits O(1/N) away from the MAP; Newton steps from
-  the MAP find it, ``jax.hessian`` gives the curvature there, and independent draws are
-  mapped back to the natural parameters. This is the Laplace approximation whose
-  draws approximate the posterior of theta; a Gaussian at the MAP itself with the
-  curvature of the density of theta would not be a density of the unconstrained
-  variables at all.
+  the MAP find it, the Hessian gives the curvature there, and independent draws are
+  mapped back to the natural parameters (:mod:`bayes_gmm.laplace`, which pads small
+  problems so that one compiled program serves every K). This is the Laplace
+  approximation whose draws approximate the posterior of theta; a Gaussian at the MAP
+  itself with the curvature of the density of theta would not be a density of the
+  unconstrained variables at all.
 
 Every method returns its draws in the same layout, so MAP, Laplace and full posterior
 are compared by the same tables and figures.
@@ -32,13 +33,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-from jax import lax
-from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
-from numpyro.infer.util import constrain_fn, potential_energy, unconstrain_fn
+from numpyro.infer.util import unconstrain_fn
 
-from bayes_gmm import gibbs, padding, program_store
+from bayes_gmm import gibbs, laplace
 from bayes_gmm.checks import check_choice, check_float, check_int
 from bayes_gmm.diagnostics import to_datatree
 from bayes_gmm.em import GMMParams
@@ -47,11 +45,6 @@ from bayes_gmm.priors import GMMPrior, check_covariance_type
 
 METHODS = ("nuts", "gibbs", "laplace")
 NUTS_INITS = ("map", "default")
-
-# Newton's method for the Laplace centre: it starts O(1/N) from the mode, so a few steps
-# reach it; the step norm below which it stops (in unconstrained units).
-NEWTON_STEPS = 25
-NEWTON_TOL = 1e-8
 
 
 class PosteriorDraws(NamedTuple):
@@ -175,8 +168,10 @@ def draw(
                                    init_jitter=init_jitter, **settings)
         stats = {"occupied": info.occupied}
     else:
-        draws, extra = _laplace(key, x, prior, map_params, covariance_type,
-                                settings["num_chains"], settings["num_samples"])
+        draws, extra = laplace.sample(key, x, prior, map_params,
+                                      covariance_type=covariance_type,
+                                      num_chains=settings["num_chains"],
+                                      num_samples=settings["num_samples"])
         stats = {}
     draws = jax.device_get(jax.block_until_ready(draws))
     seconds = time.perf_counter() - start
@@ -228,139 +223,6 @@ def _as_float(x):
     if not np.issubdtype(x.dtype, np.floating):
         return x.astype(jnp.result_type(float))
     return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
-
-
-def _laplace(key, x, prior, map_params, covariance_type, num_chains, num_samples):
-    """The Laplace approximation's draws, by two compiled programs that every call of the
-    same shapes reuses (and a second process finds on disk, :mod:`bayes_gmm.program_store`):
-    the centre and the Cholesky factor of the Hessian there, then the draws. Small data
-    are padded to a row bucket (:mod:`bayes_gmm.padding`), the padded rows masked out of
-    the likelihood, so that one program serves every N of the bucket."""
-    n_samples, n_features = x.shape
-    rows, _ = padding.padded_shape(n_samples, map_params.weights.shape[0], n_features)
-    x_padded, row_mask = padding.pad_rows(np.asarray(x), rows)
-    flat, cholesky, steps, shift, finite = _laplace_centre(
-        x_padded, row_mask, prior, map_params, covariance_type
-    )
-    if not bool(finite):
-        raise FloatingPointError(
-            "The Laplace approximation failed: the negative Hessian of the log posterior "
-            "in the unconstrained parametrisation is not positive definite near the MAP "
-            "(a flat or multimodal direction, e.g. an almost empty component). Use "
-            "method='nuts' or method='gibbs'."
-        )
-    key_data, impl = _key_data(key)
-    draws = _laplace_draws(key_data, flat, cholesky, x_padded, row_mask, prior, map_params,
-                           covariance_type, num_chains, num_samples, impl)
-    facts = {"laplace_newton_steps": int(steps), "laplace_centre_shift": float(shift)}
-    return draws, facts
-
-
-def _key_data(key):
-    """A PRNG key as (uint32 data, the name of its implementation): plain arrays, which a
-    stored program can take."""
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(key), str(jax.random.key_impl(key))
-    return key, None  # a raw uint32 key of the default implementation
-
-
-def _masked_model(x, row_mask, prior, covariance_type):
-    """:func:`gmm_model` with the likelihood of the rows where ``row_mask`` is 0 left out
-    (padding); the prior's sites are not masked."""
-    with _MaskData(mask=row_mask > 0):
-        gmm_model(x, prior, covariance_type)
-
-
-class _MaskData(numpyro.handlers.mask):
-    """NumPyro's ``mask``, applied to the data site ``x`` alone."""
-
-    def process_message(self, msg):
-        if msg["name"] == "x":
-            super().process_message(msg)
-
-
-def _unconstrained(model_args, map_params):
-    """The MAP in the unconstrained parametrisation, flat, and the function that unflattens."""
-    return ravel_pytree(unconstrain_fn(_masked_model, model_args, {}, init_values(map_params)))
-
-
-def _laplace_centre_core(x, row_mask, prior, map_params, covariance_type):
-    """Newton's method from the MAP to the mode of the unconstrained density, and the
-    Cholesky factor of the Hessian there.
-
-    One evaluation of the gradient and the Hessian per pass of the loop, the last pass at
-    the final point without a step, so the program holds a single copy of the Hessian
-    (XLA's compile time grows with program size). Steps stop after :data:`NEWTON_STEPS`,
-    at a step of max-norm below :data:`NEWTON_TOL`, or at a non-finite point.
-
-    Returns the centre, the Cholesky factor, the number of steps, the distance from the
-    MAP, and whether centre and factor are finite.
-    """
-    with numpyro.validation_enabled(False):  # see _laplace_draws_core
-        return _laplace_centre_traced(x, row_mask, prior, map_params, covariance_type)
-
-
-def _laplace_centre_traced(x, row_mask, prior, map_params, covariance_type):
-    model_args = (x, row_mask, prior, covariance_type)
-    flat_map, unravel = _unconstrained(model_args, map_params)
-
-    def energy(f):
-        return potential_energy(_masked_model, model_args, {}, unravel(f))
-
-    def body(state):
-        flat, _, steps, phase = state  # phase 0: stepping; 1: the final Hessian; 2: done
-        hessian = jax.hessian(energy)(flat)
-        step = jnp.linalg.solve(hessian, jax.grad(energy)(flat))
-        moved = flat - step
-        go_on = (jnp.all(jnp.isfinite(moved)) & ~(jnp.max(jnp.abs(step)) < NEWTON_TOL)
-                 & (steps + 1 < NEWTON_STEPS))
-        stepping = phase == 0
-        return (jnp.where(stepping, moved, flat), hessian, steps + stepping.astype(steps.dtype),
-                jnp.where(stepping, jnp.where(go_on, 0, 1), 2).astype(phase.dtype))
-
-    size = flat_map.shape[0]
-    state = (flat_map, jnp.zeros((size, size), flat_map.dtype), jnp.int32(0), jnp.int32(0))
-    flat, hessian, steps, _ = lax.while_loop(lambda s: s[3] < 2, body, state)
-    cholesky = jnp.linalg.cholesky(0.5 * (hessian + hessian.T))
-    finite = jnp.all(jnp.isfinite(flat)) & jnp.all(jnp.isfinite(cholesky))
-    return flat, cholesky, steps, jnp.linalg.norm(flat - flat_map), finite
-
-
-def _laplace_draws_core(key_data, flat, cholesky, x, row_mask, prior, map_params,
-                        covariance_type, num_chains, num_samples, impl):
-    """Independent draws ``u = mode + L^{-T} z`` (covariance (L L^T)^{-1} = H^{-1}),
-    mapped back to the natural parameters.
-
-    NumPyro's argument validation is off while tracing: on traced values it checks
-    nothing, but it would still run (and compile) small eager programs on the constants
-    of every distribution it builds.
-    """
-    with numpyro.validation_enabled(False):
-        return _laplace_draws_traced(key_data, flat, cholesky, x, row_mask, prior,
-                                     map_params, covariance_type, num_chains, num_samples,
-                                     impl)
-
-
-def _laplace_draws_traced(key_data, flat, cholesky, x, row_mask, prior, map_params,
-                          covariance_type, num_chains, num_samples, impl):
-    model_args = (x, row_mask, prior, covariance_type)
-    _, unravel = _unconstrained(model_args, map_params)
-    key = key_data if impl is None else jax.random.wrap_key_data(key_data, impl=impl)
-    z = jax.random.normal(key, (num_chains, num_samples, flat.shape[0]), flat.dtype)
-    flat_draws = flat + jax.scipy.linalg.solve_triangular(
-        cholesky.T, z[..., None], lower=False
-    )[..., 0]
-
-    def to_params(u):
-        values = constrain_fn(_masked_model, model_args, {}, unravel(u))
-        return GMMParams(values["weights"], values["means"], values["covariances"])
-
-    return jax.vmap(jax.vmap(to_params))(flat_draws)
-
-
-# Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
-_laplace_centre = program_store.stored_jit(_laplace_centre_core, (4,))
-_laplace_draws = program_store.stored_jit(_laplace_draws_core, (7, 8, 9, 10))
 
 
 __all__ = ["METHODS", "PosteriorDraws", "draw", "sample"]
