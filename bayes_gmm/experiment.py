@@ -244,7 +244,7 @@ def sample(config: ExperimentConfig, data: Dataset, gmm: BayesianGMM,
     gmm : BayesianGMM
         The fitted MAP estimate: where the samplers start, and the pivot of the labels.
     progress : bool, default False
-        Show NumPyro's progress bar (NUTS; the Gibbs sampler and Laplace have none).
+        Show a progress bar (NUTS; the Gibbs sampler and Laplace have none).
 
     Returns
     -------
@@ -301,7 +301,7 @@ def run_experiment(
     progress : bool, default False
         Say on stderr what is running (fitting, each sampler, the sweep, choosing K,
         writing the figures) and how long it took (:func:`bayes_gmm.progress.step`), and
-        show NumPyro's progress bar while NUTS samples.
+        show a progress bar while NUTS samples.
 
     Returns
     -------

@@ -33,18 +33,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
-from numpyro.infer.util import unconstrain_fn
 
-from bayes_gmm import gibbs, laplace
+from bayes_gmm import gibbs, laplace, nuts
 from bayes_gmm.checks import check_choice, check_float, check_int
 from bayes_gmm.diagnostics import to_datatree
 from bayes_gmm.em import GMMParams
-from bayes_gmm.model import gmm_model, init_values
 from bayes_gmm.priors import GMMPrior, check_covariance_type
 
 METHODS = ("nuts", "gibbs", "laplace")
-NUTS_INITS = ("map", "default")
+NUTS_INITS = nuts.INITS
 
 
 class PosteriorDraws(NamedTuple):
@@ -94,7 +91,7 @@ def sample(
     init : {"map", "default"}, default "map"
         NUTS only: start at the MAP, or at NumPyro's default random initialisation.
     progress_bar : bool, default False
-        Show NumPyro's progress bar (NUTS).
+        A progress bar over NUTS's transitions (tqdm, as NumPyro's MCMC shows).
     map_info : EMInfo or dict, optional
         Facts about the MAP fit, stored in the tree's ``map`` group.
     feature_names : sequence of str, optional
@@ -180,42 +177,10 @@ def draw(
     return PosteriorDraws(draws, jax.device_get(stats), attrs)
 
 
-def _nuts(key, x, prior, map_params, covariance_type, init, init_jitter, progress_bar, *,
-          num_chains, num_warmup, num_samples, thinning):
-    model_args = (x, prior, covariance_type)
-    strategy = init_to_value(values=init_values(map_params)) if init == "map" else init_to_uniform
-    # One device: chains as a batch (vectorised). Enough devices: one chain per device.
-    parallel = num_chains > 1 and jax.local_device_count() >= num_chains
-    mcmc = MCMC(
-        NUTS(gmm_model, init_strategy=strategy),
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        thinning=thinning,
-        chain_method="parallel" if parallel else "vectorized",
-        progress_bar=progress_bar,
-    )
-    start_key, run_key = jax.random.split(key)
-    init_params = None
-    if init == "map" and init_jitter > 0:
-        starts = jax.vmap(lambda k: gibbs.jitter_start(k, map_params, init_jitter,
-                                                       covariance_type))(
-            jax.random.split(start_key, num_chains)
-        )
-        init_params = jax.vmap(
-            lambda p: unconstrain_fn(gmm_model, model_args, {}, init_values(p))
-        )(starts)
-    try:
-        mcmc.run(run_key, *model_args, extra_fields=("diverging", "num_steps", "accept_prob"),
-                 init_params=init_params)
-    except RuntimeError as err:  # NumPyro: "Cannot find valid initial parameters", ...
-        raise FloatingPointError(
-            f"NUTS could not start: {err} Start at the MAP (init='map', the default) with "
-            "a smaller init_jitter, or use method='gibbs'."
-        ) from None
-    samples = mcmc.get_samples(group_by_chain=True)
-    draws = GMMParams(samples["weights"], samples["means"], samples["covariances"])
-    return draws, mcmc.get_extra_fields(group_by_chain=True)
+def _nuts(key, x, prior, map_params, covariance_type, init, init_jitter, progress_bar,
+          **settings):
+    return nuts.sample(key, x, prior, map_params, covariance_type, init=init,
+                       init_jitter=init_jitter, progress_bar=progress_bar, **settings)
 
 
 def _as_float(x):

@@ -4,7 +4,7 @@ Compilation and sampling can keep a run silent for many seconds; :func:`step` na
 long step on stderr, ``[bayes-gmm] fitting the MAP (K = 2, full)... 2.4 s``, so that a
 person at a terminal knows what the time goes to. The lines are off unless a caller turns
 them on with :func:`reporting` (the CLI does, unless ``--quiet``), so the library and its
-tests print nothing. NumPyro's own progress bar is not touched: a step during which it
+tests print nothing. The NUTS progress bar is not touched: a step during which it
 draws (``shares_stream=True``) gets a line of its own before and after, instead of one
 line finished in place.
 
@@ -57,7 +57,7 @@ def step(what: str, *, shares_stream: bool = False):
     what : str
         What is running, as a person would say it: ``"fitting the MAP (K = 2, full)"``.
     shares_stream : bool, default False
-        Something else writes to stderr during the step (NumPyro's progress bar): the
+        Something else writes to stderr during the step (the NUTS progress bar): the
         announcement ends its line, and the time comes on a line of its own
         (``[bayes-gmm] <what>: done in 12.3 s``). Otherwise one line is finished in place
         (``[bayes-gmm] <what>... 2.4 s``).

@@ -266,8 +266,7 @@ def old_faithful(tmp_path_factory):
     config.write_text(text)
     out = folder / "results"
     stdout, stderr = io.StringIO(), io.StringIO()
-    # NumPyro turns its progress bar off when CI or PYTEST_XDIST_WORKER is set (both are,
-    # in CI); a user's terminal has neither.
+    # As at a user's terminal: neither CI nor PYTEST_XDIST_WORKER set.
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("CI", raising=False)
         patch.delenv("PYTEST_XDIST_WORKER", raising=False)
@@ -279,8 +278,8 @@ def old_faithful(tmp_path_factory):
 def test_old_faithful_succeeds_with_progress_and_summary(old_faithful):
     status, folder, printed, err = old_faithful
     assert status == 0, err
-    assert "100/100" in err  # NumPyro's progress bar: 50 warm-up + 50 draws
-    # The progress lines: NumPyro's bar between the announcement and the time of NUTS.
+    assert "100/100" in err  # the NUTS progress bar: 50 warm-up + 50 draws
+    # The progress lines: the bar between the announcement and the time of NUTS.
     nuts = "[bayes-gmm] sampling the posterior with NUTS (2 chains x 50 draws after 50 warm-up)"
     fitting = rf"^\[bayes-gmm\] fitting the MAP \(K=2, full, 5 starts\)\.\.\. {DURATION}$"
     assert re.search(fitting, err, flags=re.M), err

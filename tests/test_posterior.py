@@ -181,22 +181,27 @@ def test_same_seed_same_draws(fitted):
 def test_nuts_chains_start_at_the_map_or_where_asked(fitted, monkeypatch):
     """NUTS's initial state, mapped back to the constrained space: the MAP in every chain;
     near it but not at it with init_jitter; elsewhere with init='default'."""
-    from numpyro.infer import NUTS
     from numpyro.infer.util import constrain_fn
 
-    from bayes_gmm import posterior
+    from bayes_gmm import nuts
     from bayes_gmm.model import gmm_model
 
     x, gmm = fitted
     starts = []
 
-    class RecordingNUTS(NUTS):
+    class RecordingNUTS(nuts.NUTS):
         def init(self, *args, **kwargs):
             state = super().init(*args, **kwargs)
-            starts.append(state.z)
+            # Runs compiled; nuts.advance also calls init (to set the kernel up), so the
+            # first state recorded in a run is the start.
+            jax.debug.callback(lambda z: starts.append(z), state.z)
             return state
 
-    monkeypatch.setattr(posterior, "NUTS", RecordingNUTS)
+    monkeypatch.setattr(nuts, "NUTS", RecordingNUTS)
+    # Programs of their own (not the stored ones another test may have compiled).
+    monkeypatch.setattr(nuts, "_start", jax.jit(nuts._start_core, static_argnums=range(5, 12)))
+    monkeypatch.setattr(nuts, "_advance", jax.jit(nuts._advance_core,
+                                                  static_argnums=range(6, 12)))
     model_args = (jax.numpy.asarray(x), gmm.prior_, "full")
     tol = 1e-10 if DTYPE == np.float64 else 2e-5
     spread = np.ptp(x, axis=0)
@@ -207,6 +212,7 @@ def test_nuts_chains_start_at_the_map_or_where_asked(fitted, monkeypatch):
                                     num_samples=5, **settings)
         assert tree["posterior"]["means"].shape == (2, 5, 2, 2)
         assert tree.attrs["init"] == settings.get("init", "map")
+        assert starts
         for chain in range(2):
             start = constrain_fn(gmm_model, model_args, {},
                                  jax.tree.map(lambda a, c=chain: a[c], starts[0]))
