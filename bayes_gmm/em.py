@@ -130,14 +130,18 @@ def log_prior(params: GMMParams, prior: GMMPrior, covariance_type: str = "full")
 
 
 def _log_normaliser(log_weights, half_log_det, n_features):
-    """log pi_k - 0.5 log |2 pi Sigma_k|, shape (K,)."""
-    return log_weights - half_log_det - 0.5 * n_features * LOG_2PI
+    """log pi_k - 0.5 log |2 pi Sigma_k|, shape (K,); -inf for a slot of weight zero (a
+    dead or padded component) whatever its covariance, which may not factorise."""
+    return jnp.where(log_weights == -jnp.inf, -jnp.inf,
+                     log_weights - half_log_det - 0.5 * n_features * LOG_2PI)
 
 
 def _component_log_prob(y, log_norm):
     """log pi_k + log N(x_n | mu_k, Sigma_k), shape (K, C), from whitened residuals y of
-    shape (K, D, C)."""
-    return log_norm[:, None] - 0.5 * jnp.sum(y * y, axis=1)
+    shape (K, D, C). A slot of weight zero stays at -inf: its residuals may be NaN (a
+    padded slot of the Gibbs sampler holds a prior draw that float32 cannot factorise)."""
+    dead = log_norm[:, None] == -jnp.inf
+    return jnp.where(dead, -jnp.inf, log_norm[:, None] - 0.5 * jnp.sum(y * y, axis=1))
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "chunk_size"))

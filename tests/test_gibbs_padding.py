@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import EPS, X64, count_compilations, two_clusters
 
-from bayes_gmm import GMMParams, GMMPrior, default_prior, gibbs, padding, program_store
+from bayes_gmm import GMMParams, GMMPrior, default_prior, e_step, gibbs, padding, program_store
 
 # Few transitions: the tests are about shapes and random numbers, not about mixing.
 SETTINGS = dict(num_samples=5, num_warmup=3, num_chains=2)
@@ -97,3 +97,22 @@ def test_long_runs_are_not_padded():
     assert padding.padded_shape_for_passes(150, 2, 2, passes=16) == (160, 16)
     assert padding.padded_shape_for_passes(272, 2, 2, passes=4 * 1500) == (320, 16)
     assert padding.padded_shape_for_passes(10_000, 4, 5, passes=4 * 1500) == (10_000, 4)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_a_padded_slot_that_cannot_be_factorised_changes_nothing(data, covariance_type):
+    """A padded slot holds a draw from the prior, which with few degrees of freedom can be
+    too ill-conditioned to factorise in float32 (found in a power-scaled run: a slot with
+    covariance ~1e10 and condition number > 1/eps turned every responsibility into NaN,
+    and the next labels all into 0). Weight zero keeps such a slot out of the E-step."""
+    prior, start = problem(data, 2, covariance_type)
+    padded = padding.pad_params(start, 3, covariance_type)
+    broken = {"full": np.full((2, 2), np.nan), "diag": np.array([np.nan, -1.0])}
+    covariances = np.asarray(padded.covariances).copy()
+    covariances[2] = broken[covariance_type]
+    padded = padded._replace(covariances=covariances.astype(data.dtype))
+    log_resp, log_density = e_step(data, start, covariance_type)
+    padded_resp, padded_density = e_step(data, padded, covariance_type)
+    assert np.all(np.isneginf(padded_resp[:, 2]))
+    np.testing.assert_allclose(padded_resp[:, :2], log_resp, rtol=10 * EPS, atol=10 * EPS)
+    np.testing.assert_allclose(padded_density, log_density, rtol=10 * EPS)

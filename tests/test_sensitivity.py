@@ -348,7 +348,7 @@ def test_refit_check_agrees_with_psense(refits):
     assert np.abs(table["psense"] - table["refit"]).max() < 0.05
     # Wherever psense is clearly on one side of the threshold, the reruns say the same.
     clear = (table["psense"] < 0.025) | (table["psense"] > 0.1)
-    assert clear.sum() >= 8
+    assert clear.sum() >= len(table) // 2  # so that the check below says something
     assert table.loc[clear, "agree"].all()
     # The default covariance prior is informative at this size; the means are not.
     assert table.filter(like="covariances[0, 0, 0]", axis=0)["refit_sensitive"].all()
