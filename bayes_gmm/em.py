@@ -469,25 +469,34 @@ def _em_update(state: _LoopState, stats, loglik, prior, covariance_type, tol, ke
     )
 
 
-def _start_state(params, max_iter, keep_history, dtype) -> _LoopState:
+def history_length(max_iter: int, keep_history: bool = False) -> int:
+    """The length of EM's history buffers for ``max_iter`` steps: exactly ``max_iter + 1``
+    when the parameters of every step are kept, else a power of two (at least 1024), so
+    that one compiled program serves every ``max_iter`` up to it (``max_iter`` itself is
+    an argument of the program, not part of its shape)."""
+    if keep_history:
+        return max_iter + 1
+    return max(1024, 1 << max_iter.bit_length())
+
+
+def _start_state(params, length, keep_history, dtype) -> _LoopState:
+    """The loop's state before the first pass, with history buffers of ``length`` steps."""
     zero = jnp.zeros((), dtype)
     params_history = None
     if keep_history:
-        params_history = jax.tree.map(
-            lambda a: jnp.zeros((max_iter + 1, *a.shape), a.dtype), params
-        )
+        params_history = jax.tree.map(lambda a: jnp.zeros((length, *a.shape), a.dtype), params)
     return _LoopState(
         params, params, zero, zero, jnp.int32(-1), jnp.bool_(False),
-        jnp.full(max_iter + 1, jnp.nan, dtype), params_history,
+        jnp.full(length, jnp.nan, dtype), params_history,
     )
 
 
-def _em_loop(params, x_chunks, n_samples, prior, covariance_type, max_iter, tol, keep_history,
-             mesh=None):
+def _em_loop(params, x_chunks, n_samples, prior, covariance_type, max_iter, length, tol,
+             keep_history, mesh=None):
     # Every pass of the loop evaluates the parameters it is handed (the pass over the data)
     # and takes the M-step from them. The starting parameters go through the same pass, so
     # the program holds a single copy of it: XLA's compile time grows with program size.
-    state = _start_state(params, max_iter, keep_history, x_chunks.dtype)
+    state = _start_state(params, length, keep_history, x_chunks.dtype)
 
     def step(state):
         stats, loglik = _expected_statistics(
@@ -495,7 +504,7 @@ def _em_loop(params, x_chunks, n_samples, prior, covariance_type, max_iter, tol,
         )
         return _em_update(state, stats, loglik, prior, covariance_type, tol, keep_history)
 
-    return lax.while_loop(partial(_keep_going, max_iter=max_iter), step, state)
+    return lax.while_loop(lambda state: _keep_going(state, max_iter), step, state)
 
 
 def check_fit_arguments(x, prior, covariance_type, init, n_init, max_iter):
@@ -615,9 +624,10 @@ def fit_map(
     # Every argument explicit: jit keys its cache on which keywords were passed.
     params, info = _fit_map(
         key, x_padded, row_mask, padding.pad_prior(prior, slots), init_params, tol,
-        covariance_type, init, n_init, max_iter, keep_history, chunk_size, mesh,
+        np.int32(max_iter), covariance_type, init, n_init,
+        history_length(max_iter, keep_history), keep_history, chunk_size, mesh,
     )
-    return _unpadded(params, info, n_components, covariance_type)
+    return _unpadded(params, info, n_components, covariance_type, max_iter)
 
 
 def as_data(x):
@@ -631,12 +641,14 @@ def as_data(x):
     return x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
 
 
-def _unpadded(params, info, n_components, covariance_type):
-    """The first ``n_components`` components of a fit in padded slots."""
+def _unpadded(params, info, n_components, covariance_type, max_iter):
+    """The first ``n_components`` components of a fit in padded slots, and its history
+    cut to ``max_iter`` steps (its buffer is longer: :func:`history_length`)."""
     history = info.params_history
     if history is not None:
         history = padding.unpad_params(history, n_components, covariance_type, axis=1)
     info = info._replace(dead=padding.unpad_components(info.dead, n_components),
+                         history=padding.unpad_axis(info.history, max_iter + 1, 0),
                          params_history=history)
     return padding.unpad_params(params, n_components, covariance_type), info
 
@@ -694,22 +706,24 @@ def fit_map_batch(
           for prior in priors), strict=True)))
     keys = list(keys) if isinstance(keys, list | tuple) else keys
     params, info = _fit_map_batch(
-        keys, x_padded, row_mask, stacked, None, tol, covariance_type, init, n_init,
-        max_iter, False, None, None,
+        keys, x_padded, row_mask, stacked, None, tol, np.int32(max_iter), covariance_type,
+        init, n_init, history_length(max_iter), False, None, None,
     )
     params, info = jax.device_get((params, info))
     return [
-        _unpadded(*jax.tree.map(lambda a, i=i: a[i], (params, info)), k, covariance_type)
+        _unpadded(*jax.tree.map(lambda a, i=i: a[i], (params, info)), k, covariance_type,
+                  max_iter)
         for i, k in enumerate(sizes)
     ]
 
 
 def _fit_map_core(
-    key, x, row_mask, prior, init_params, tol, covariance_type, init, n_init, max_iter,
-    keep_history, chunk_size, mesh=None,
+    key, x, row_mask, prior, init_params, tol, max_iter, covariance_type, init, n_init,
+    length, keep_history, chunk_size, mesh=None,
 ):
     """The fit of :func:`fit_map` on rows ``x`` of which ``row_mask`` marks the points,
-    with component slots of zero concentration as padding (:mod:`bayes_gmm.padding`)."""
+    with component slots of zero concentration as padding (:mod:`bayes_gmm.padding`), and
+    history buffers of ``length`` (:func:`history_length`) steps."""
     dtype = x.dtype
     prior = GMMPrior(*(jnp.asarray(a, dtype) for a in prior))
     row_mask = row_mask.astype(dtype)
@@ -744,7 +758,7 @@ def _fit_map_core(
             key, centred, row_mask, x_chunks, prior, covariance_type, init, given, mesh
         )
         return _em_loop(
-            params, x_chunks, n_samples, prior, covariance_type, max_iter,
+            params, x_chunks, n_samples, prior, covariance_type, max_iter, length,
             jnp.asarray(tol, dtype), keep_history, mesh,
         )
 
@@ -756,11 +770,11 @@ def _fit_map_batch_core(keys, *args):
     # A list of keys is stacked here, inside the program: eagerly, stacking would compile
     # a small program of its own for every length.
     keys = jnp.stack(keys) if isinstance(keys, list | tuple) else keys
-    return jax.vmap(_fit_map_core, in_axes=(0, None, None, 0) + (None,) * 9)(keys, *args)
+    return jax.vmap(_fit_map_core, in_axes=(0, None, None, 0) + (None,) * 10)(keys, *args)
 
 
 # Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
-_STATIC = (6, 7, 8, 9, 10, 11, 12)
+_STATIC = (7, 8, 9, 10, 11, 12, 13)
 _fit_map = program_store.stored_jit(_fit_map_core, _STATIC)
 _fit_map_batch = program_store.stored_jit(_fit_map_batch_core, _STATIC)
 

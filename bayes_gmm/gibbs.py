@@ -342,10 +342,12 @@ def sample(
     perturbed by :func:`jitter_start` when ``init_jitter > 0``, makes ``num_warmup``
     transitions that are discarded, then ``num_samples * thinning`` transitions of which
     every ``thinning``-th is kept. Pure and jitted: usable under ``jax.jit`` and
-    ``jax.vmap``. Small data are padded (:mod:`bayes_gmm.padding`), so that another K, or
-    another N of the row bucket, with the same D, dtype and settings (``init_jitter``
-    excepted) compiles nothing; the draws equal those without padding to rounding. Runs
-    whose padding would cost more than a compilation
+    ``jax.vmap``. Small data are padded (:mod:`bayes_gmm.padding`), so that a run with
+    another K, another N of the row bucket, another ``num_samples`` (up to
+    :func:`bayes_gmm.padding.draw_buffer`), ``num_warmup``, ``thinning`` or
+    ``init_jitter``, and the same D, dtype and ``num_chains``, compiles nothing; the draws
+    equal those without padding to rounding. Runs whose padding would cost more than a
+    compilation
     (:func:`bayes_gmm.padding.padded_shape_for_passes`) are not padded.
 
     Parameters
@@ -402,28 +404,35 @@ def sample(
     n_samples, n_features = x.shape
     n_components = prior.weight_concentration.shape[0]
     num_samples, num_warmup, num_chains, thinning = (int(value) for _, value, _ in settings)
-    rows, slots = n_samples, n_components
-    if not traced and mesh is None:  # as em.fit_map: one program for many K and N
+    rows, slots, buffer = n_samples, n_components, num_samples
+    if not traced and mesh is None:  # as em.fit_map: one program for many K, N and runs
         passes = num_chains * (num_warmup + num_samples * thinning)
         rows, slots = padding.padded_shape_for_passes(n_samples, n_components, n_features,
                                                       passes)
+        if (rows, slots) != (n_samples, n_components):
+            buffer = padding.draw_buffer(num_samples)
     key_data, impl = program_store.key_data(key)
     draws, info = _sample(
         key_data, *padding.pad_rows(x, rows), padding.pad_prior(prior, slots),
         padding.pad_params(init_params, slots, covariance_type),
-        xp.asarray(init_jitter, x.dtype), covariance_type, num_samples, num_warmup,
-        num_chains, thinning, impl, mesh,
+        xp.asarray(init_jitter, x.dtype), *(np.int32(n) for n in (num_samples, num_warmup,
+                                                                  thinning)),
+        covariance_type, buffer, num_chains, impl, mesh,
     )
+    draws, info = (jax.tree.map(lambda a: padding.unpad_axis(a, num_samples, 1), tree)
+                   for tree in (draws, info))
     draws = padding.unpad_params(draws, n_components, covariance_type, axis=2)
     return draws, info._replace(counts=padding.unpad_axis(info.counts, n_components, 2))
 
 
 def _sample_core(
-    key_data, x, row_mask, prior, init_params, init_jitter, covariance_type, num_samples,
-    num_warmup, num_chains, thinning, impl, mesh,
+    key_data, x, row_mask, prior, init_params, init_jitter, num_samples, num_warmup,
+    thinning, covariance_type, buffer, num_chains, impl, mesh,
 ):
     """:func:`sample` on rows of which ``row_mask`` marks the points, in component slots
-    of which those of concentration zero are padding (:mod:`bayes_gmm.padding`)."""
+    of which those of concentration zero are padding (:mod:`bayes_gmm.padding`), keeping
+    the draws in a buffer of ``buffer >= num_samples`` per chain (the rest stays zero).
+    Transition t draws from ``fold_in(chain key, t)``."""
     key = program_store.wrap_key(key_data, impl)
     x, prior, init_params, shift = _centre(x, prior, init_params, row_mask)
     if mesh is not None:
@@ -434,30 +443,29 @@ def _sample_core(
 
     total = num_warmup + num_samples * thinning
 
-    def transition(carry, step):
-        state, kept = carry
-        key, t = step
+    def transition(t, carry):
+        state, kept, loop_key = carry
+        key = jax.random.fold_in(loop_key, t)
         state = _transition(key, state, x, prior, covariance_type, row_mask, mesh)
         # One loop over every transition, writing each kept draw into its slot, so that
         # the transition is compiled once rather than once per loop (warmup, thinning).
         offset = t - num_warmup + 1
         keep = (offset > 0) & (offset % thinning == 0)
-        slot = jnp.clip(offset // thinning - 1, 0, num_samples - 1)
+        slot = jnp.clip(offset // thinning - 1, 0, buffer - 1)
         record = _record(state, prior, covariance_type)
         kept = jax.tree.map(
             lambda buffer, new: buffer.at[slot].set(jnp.where(keep, new, buffer[slot])),
             kept, record,
         )
-        return (state, kept), None
+        return state, kept, loop_key
 
     def chain(key):
         start_key, loop_key = jax.random.split(key)
         start = jitter_start(start_key, init_params, init_jitter, covariance_type)
         state = _start_state(x, start, covariance_type, row_mask, mesh)
         record = jax.eval_shape(lambda: _record(state, prior, covariance_type))
-        kept = jax.tree.map(lambda a: jnp.zeros((num_samples, *a.shape), a.dtype), record)
-        steps = (jax.random.split(loop_key, total), jnp.arange(total))
-        (_, kept), _ = lax.scan(transition, (state, kept), steps)
+        kept = jax.tree.map(lambda a: jnp.zeros((buffer, *a.shape), a.dtype), record)
+        _, kept, _ = lax.fori_loop(0, total, transition, (state, kept, loop_key))
         return kept
 
     draws, info = jax.vmap(chain)(jax.random.split(key, num_chains))
@@ -465,7 +473,7 @@ def _sample_core(
 
 
 # Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
-_sample = program_store.stored_jit(_sample_core, static_argnums=(6, 7, 8, 9, 10, 11, 12))
+_sample = program_store.stored_jit(_sample_core, static_argnums=(9, 10, 11, 12, 13))
 
 
 __all__ = [

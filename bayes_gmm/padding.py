@@ -41,6 +41,8 @@ PAD_ELEMENTS = 2**20
 # also kept within PAD_PASS_ELEMENTS over all its passes: about 3 s of extra work on one
 # core (~10 ns an element, Gibbs on Old Faithful), the time of the compilation it saves.
 PAD_PASS_ELEMENTS = 2**28
+# The smallest buffer of draws of a padded sampler (draw_buffer).
+MIN_DRAWS = 256
 
 
 def _next_power_of_two(n: int) -> int:
@@ -76,6 +78,13 @@ def padded_shape_for_passes(n_samples: int, n_components: int, n_features: int,
     if extra > PAD_PASS_ELEMENTS:
         return n_samples, n_components
     return rows, slots
+
+
+def draw_buffer(num_draws: int) -> int:
+    """The draws a padded sampler's program keeps room for: a power of two, at least
+    :data:`MIN_DRAWS`, so that one program serves every ``num_draws`` up to it (the number
+    of draws, the warmup and the thinning are then arguments of the program)."""
+    return max(MIN_DRAWS, _next_power_of_two(num_draws))
 
 
 def is_traced(*arrays) -> bool:
@@ -167,10 +176,12 @@ def unpad_axis(a, k: int, axis: int):
 
 
 __all__ = [
+    "MIN_DRAWS",
     "MIN_ROWS",
     "MIN_SLOTS",
     "PAD_ELEMENTS",
     "PAD_PASS_ELEMENTS",
+    "draw_buffer",
     "fold_in_keys",
     "is_traced",
     "pad_components",

@@ -259,7 +259,8 @@ def sweep_fits(x, base_prior: GMMPrior, init_params: GMMParams, hyperparameters,
         ``alpha`` (P, K), ``kappa0`` (P,), ``nu0`` (P,), ``scale`` (P,) in the dtype of
         ``x`` (:func:`_stack_hyperparameters`).
     tol : float
-    covariance_type, max_iter, chunk_size
+    max_iter : int
+    covariance_type, chunk_size
         Static: a change compiles anew.
 
     Returns
@@ -299,12 +300,14 @@ def sweep_fits(x, base_prior: GMMPrior, init_params: GMMParams, hyperparameters,
     params, info = _sweep_fits(
         x_padded, row_mask, padding.pad_prior(base, slots),
         padding.pad_params(start, slots, covariance_type), (alpha, kappa, nu, scale),
-        xp.asarray(tol, dtype), covariance_type, max_iter, chunk_size,
+        xp.asarray(tol, dtype), np.int32(max_iter), covariance_type,
+        em.history_length(max_iter), chunk_size,
     )
-    if not padded:
-        return params, info
     if not traced:  # cut in NumPy: an eager JAX slice compiles a program per shape
         params, info = jax.device_get((params, info))
+    info = info._replace(history=info.history[:, : max_iter + 1])  # its buffer is longer
+    if not padded:
+        return params, info
     kept = xp.concatenate([xp.arange(n_points), xp.array([n_points + extra])])
 
     def cut(a, components=True):
@@ -329,8 +332,8 @@ def _batch_bucket(size: int) -> int:
     return -(-size // step) * step
 
 
-def _sweep_fits_core(x, row_mask, base_prior, init_params, hyper, tol, covariance_type,
-                     max_iter, chunk_size):
+def _sweep_fits_core(x, row_mask, base_prior, init_params, hyper, tol, max_iter,
+                     covariance_type, length, chunk_size):
     """Every point's fit and the reference's, on padded rows and component slots."""
     TRACE_COUNT["sweep"] += 1
     dtype = x.dtype
@@ -344,22 +347,23 @@ def _sweep_fits_core(x, row_mask, base_prior, init_params, hyper, tol, covarianc
 
     def one(alpha, kappa, nu, scale):
         prior = GMMPrior(alpha, base.mean, kappa, nu, base.covariance * scale)
-        return _fit_point(x, row_mask, prior, init_params, tol, covariance_type, max_iter,
-                          chunk_size)
+        return _fit_point(x, row_mask, prior, init_params, tol, max_iter, covariance_type,
+                          length, chunk_size)
 
     return jax.vmap(one)(alpha, kappa, nu, scale)
 
 
-def _fit_point(x, row_mask, prior, init_params, tol, covariance_type, max_iter, chunk_size):
+def _fit_point(x, row_mask, prior, init_params, tol, max_iter, covariance_type, length,
+               chunk_size):
     """One point's fit: EM's core on the padded problem (one device: the batch of points
     is the parallel axis), from ``init_params`` with every field given."""
     key = jax.random.key(0)  # unused: every field of the start is given
-    return em._fit_map_core(key, x, row_mask, prior, init_params, tol, covariance_type,
-                            "k-means++", 1, max_iter, False, chunk_size, None)
+    return em._fit_map_core(key, x, row_mask, prior, init_params, tol, max_iter,
+                            covariance_type, "k-means++", 1, length, False, chunk_size, None)
 
 
 # Jitted, and kept lowered on disk for the next process (bayes_gmm.program_store).
-_sweep_fits = program_store.stored_jit(_sweep_fits_core, (6, 7, 8))
+_sweep_fits = program_store.stored_jit(_sweep_fits_core, (7, 8, 9))
 
 
 def point_prior(base_prior: GMMPrior, **values) -> GMMPrior:

@@ -553,7 +553,7 @@ def fit_map_streaming(
         params = _init_params(totals, centres, prior, given or GMMParams(None, None, None),
                               covariance_type)
 
-    states = jax.vmap(lambda p: _start_state(p, max_iter, keep_history, dtype))(params)
+    states = jax.vmap(lambda p: _start_state(p, max_iter + 1, keep_history, dtype))(params)
     tol = jnp.asarray(tol, dtype)
     n_total = jnp.asarray(n_samples, dtype)
     static = dict(covariance_type=covariance_type, chunk=chunk, mesh=mesh)

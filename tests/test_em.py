@@ -316,7 +316,13 @@ def test_second_call_with_same_shapes_does_not_retrace():
     with count_compilations() as compiled:
         fit_map(jax.random.key(1), x + 1.0, default_prior(x + 1.0, 2), tol=1e-3)
         fit_map(jax.random.key(2), x * 2.0, default_prior(x * 2.0, 2))
+        # max_iter is an argument of the program, not part of its shape (up to 1023).
+        _, info = fit_map(jax.random.key(3), x, prior, max_iter=3, tol=0.0)
+        _, longer = fit_map(jax.random.key(3), x, prior, max_iter=1000, tol=0.0)
     assert compiled == []
+    assert info.history.shape == (4,) and int(info.n_iter) == 3
+    assert longer.history.shape == (1001,) and int(longer.n_iter) > 3
+    np.testing.assert_array_equal(info.history, longer.history[:4])
 
 
 def test_usable_under_jit_and_vmap():

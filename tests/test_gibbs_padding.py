@@ -41,7 +41,7 @@ def unpadded_program(*args):
     """``gibbs._sample_core`` compiled for the data's own shape. Without XLA's backend
     optimisations: it runs eight transitions, and that halves its compile time, the most
     of this test's; the arithmetic is the same, and the tolerance allows its rounding."""
-    static = tuple(range(6, 13))
+    static = tuple(range(9, 14))
     lowered = jax.jit(gibbs._sample_core, static_argnums=static).lower(*args)
     compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
     return compiled(*(a for i, a in enumerate(args) if i not in static))
@@ -64,8 +64,9 @@ def test_padded_run_equals_the_unpadded_program(data, covariance_type):
                           init_jitter=0.1, **SETTINGS)
     key_data, impl = program_store.key_data(key)
     unpadded = unpadded_program(key_data, x, np.ones(len(x), x.dtype), prior, start,
-                                np.asarray(0.1, x.dtype), covariance_type,
-                                *SETTINGS.values(), 1, impl, None)
+                                np.asarray(0.1, x.dtype), SETTINGS["num_samples"],
+                                SETTINGS["num_warmup"], 1, covariance_type,
+                                SETTINGS["num_samples"], SETTINGS["num_chains"], impl, None)
     np.testing.assert_array_equal(padded[1].counts, unpadded[1].counts)
     # The chains moved, so equal draws mean equal random numbers.
     assert np.ptp(np.asarray(unpadded[0].means[:, :, 0, 0])) > 1e-3
@@ -75,9 +76,10 @@ def test_padded_run_equals_the_unpadded_program(data, covariance_type):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)))
 
 
-def test_another_k_or_n_of_the_bucket_compiles_nothing(data):
-    """After K = 2 on 150 rows (the program of the test above for "full"), K = 3 and
-    160 rows (the same bucket) run on the same program."""
+def test_another_k_n_or_run_length_compiles_nothing(data):
+    """After K = 2 on 150 rows (the program of the test above for "full"), K = 3, 160
+    rows (the same bucket), and other numbers of draws, warmup transitions and thinning
+    run on the same program."""
     x = data
     more = np.concatenate([x, x[:10] + 0.5])
     runs = [problem(x, 3, "full"), problem(more, 2, "full")]
@@ -86,7 +88,11 @@ def test_another_k_or_n_of_the_bucket_compiles_nothing(data):
     with count_compilations() as compiled:
         k3 = gibbs.sample(key, x, *runs[0], **SETTINGS)
         n160 = gibbs.sample(key, more, *runs[1], **SETTINGS)
+        longer = gibbs.sample(key, x, *runs[0], num_samples=40, num_warmup=0, thinning=2,
+                              num_chains=2)
     assert compiled == []
+    assert longer[0].means.shape == (2, 40, 3, 2)
+    assert np.all(np.isfinite(longer[1].log_posterior))
     assert k3[0].covariances.shape == (2, 5, 3, 2, 2) and k3[1].counts.shape == (2, 5, 3)
     np.testing.assert_array_equal(np.sum(n160[1].counts, -1), 160)
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import X64, blobs, count_compilations
 
 from bayes_gmm import BayesianGMM, default_prior, padding
-from bayes_gmm.em import GMMParams, _fit_map, fit_map, fit_map_batch
+from bayes_gmm.em import GMMParams, _fit_map, fit_map, fit_map_batch, history_length
 from bayes_gmm.initialization import INIT_METHODS
 
 # Padding changes only the order of a few additions (the sums over rows and slots), so
@@ -21,8 +21,8 @@ LP_RTOL = 1e-10 if X64 else 1e-5
 
 def _unpadded_fit(key, x, prior, covariance_type, init, n_init):
     """The fit in the problem's own shapes: no padded rows, no padded slots."""
-    return _fit_map(key, x, np.ones(len(x), x.dtype), prior, None, 1e-6, covariance_type,
-                    init, n_init, 100, False, None, None)
+    return _fit_map(key, x, np.ones(len(x), x.dtype), prior, None, 1e-6, np.int32(100),
+                    covariance_type, init, n_init, history_length(100), False, None, None)
 
 
 def _assert_same_fit(padded, unpadded):
@@ -66,7 +66,8 @@ def test_padded_fit_with_given_start_and_history_equals_unpadded(covariance_type
     params, info = fit_map(jax.random.key(0), x, prior, start,
                            covariance_type=covariance_type, keep_history=True)
     reference = _fit_map(jax.random.key(0), x, np.ones(len(x), x.dtype), prior, start, 1e-6,
-                         covariance_type, "k-means++", 1, 100, True, None, None)
+                         np.int32(100), covariance_type, "k-means++", 1,
+                         history_length(100, True), True, None, None)
     _assert_same_fit((params, info), reference)
     n = int(info.n_iter) + 1
     for a, b in zip(info.params_history, reference[1].params_history, strict=True):
@@ -80,7 +81,8 @@ def test_padded_slots_are_never_alive():
     prior = default_prior(x, 2)
     padded = padding.pad_prior(prior, 16)
     params, info = _fit_map(jax.random.key(0), *padding.pad_rows(x, 256), padded, None,
-                            1e-6, "full", "k-means++", 1, 100, False, None, None)
+                            1e-6, np.int32(100), "full", "k-means++", 1, history_length(100),
+                            False, None, None)
     weights = np.asarray(params.weights)
     assert np.all(weights[2:] == 0) and np.all(weights[:2] > 0)
     np.testing.assert_allclose(weights.sum(), 1.0, rtol=RTOL)

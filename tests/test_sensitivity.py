@@ -155,9 +155,10 @@ def test_padded_sweep_equals_unpadded(covariance_type):
     params, info = sensitivity.sweep_fits(x, prior, start, hyper,
                                           covariance_type=covariance_type)
     assert params.weights.shape == (5, 3)
-    unpadded = jax.jit(sensitivity._sweep_fits_core, static_argnums=(6, 7, 8))
+    unpadded = jax.jit(sensitivity._sweep_fits_core, static_argnums=(7, 8, 9))
     params_0, info_0 = unpadded(x, np.ones(len(x), x.dtype), prior, start, hyper,
-                                np.asarray(1e-6, x.dtype), covariance_type, 100, None)
+                                np.asarray(1e-6, x.dtype), np.int32(100), covariance_type,
+                                101, None)
     rtol, atol = (1e-10, 1e-10) if X64 else (2e-4, 1e-5)
     for got, want in zip((*params, info.log_posterior, info.log_likelihood, info.dead),
                          (*params_0, info_0.log_posterior, info_0.log_likelihood,

@@ -126,8 +126,8 @@ def test_sbc_rejects_a_gibbs_sampler_that_forgets_the_prior_scale(prior, monkeyp
         # the undecorated function, so the patched update is the one that runs.
         draws, _ = gibbs._sample_core(
             key, x, jnp.ones(x.shape[0], x.dtype), gibbs._as_dtype(prior, x.dtype),
-            gibbs._as_dtype(init_params, x.dtype), jnp.zeros((), x.dtype), covariance_type,
-            NUM_DRAWS, NUM_WARMUP, 1, THINNING, None, None,
+            gibbs._as_dtype(init_params, x.dtype), jnp.zeros((), x.dtype), NUM_DRAWS,
+            NUM_WARMUP, THINNING, covariance_type, NUM_DRAWS, 1, None, None,
         )
         return GMMParams(*(a[0] for a in draws))
 
