@@ -25,6 +25,14 @@ def _unpadded_fit(key, x, prior, covariance_type, init, n_init):
                     covariance_type, init, n_init, history_length(100), False, None, None)
 
 
+def _one_type_in_float32(covariance_type):
+    """The masking does not depend on the precision, and each case compiles a padded and
+    an unpadded program: the float32 pass checks one covariance type (to its looser
+    tolerance), the float64 pass all four (to 1e-10)."""
+    if not X64 and covariance_type != "full":
+        pytest.skip("one covariance type in the float32 pass; all four with x64")
+
+
 def _assert_same_fit(padded, unpadded):
     (p1, i1), (p2, i2) = padded, unpadded
     scale = max(1.0, float(np.max(np.abs(np.asarray(p2.means)))))
@@ -50,6 +58,7 @@ def test_padded_shape_buckets_small_problems_only():
 @pytest.mark.parametrize("init", INIT_METHODS)
 @pytest.mark.parametrize("k", [1, 3])
 def test_padded_fit_equals_unpadded_fit(covariance_type, init, k):
+    _one_type_in_float32(covariance_type)
     x = blobs(3, 150, 2, 3, separation=3.0)
     prior = default_prior(x, k, covariance_type)
     key = jax.random.key(7)
@@ -59,6 +68,7 @@ def test_padded_fit_equals_unpadded_fit(covariance_type, init, k):
 
 
 def test_padded_fit_with_given_start_and_history_equals_unpadded(covariance_type):
+    _one_type_in_float32(covariance_type)
     x = blobs(4, 120, 2, 2)
     prior = default_prior(x, 2, covariance_type)
     start, _ = fit_map(jax.random.key(0), x, prior, covariance_type=covariance_type,
@@ -90,6 +100,7 @@ def test_padded_slots_are_never_alive():
 
 
 def test_batch_equals_one_fit_per_prior(covariance_type):
+    _one_type_in_float32(covariance_type)
     x = blobs(6, 160, 2, 3)
     priors = [default_prior(x, k, covariance_type) for k in (1, 2, 4)]
     keys = jax.random.split(jax.random.key(3), len(priors))
