@@ -454,7 +454,7 @@ def _sample_core(
         slot = jnp.clip(offset // thinning - 1, 0, buffer - 1)
         record = _record(state, prior, covariance_type)
         kept = jax.tree.map(
-            lambda buffer, new: buffer.at[slot].set(jnp.where(keep, new, buffer[slot])),
+            lambda stored, new: stored.at[slot].set(jnp.where(keep, new, stored[slot])),
             kept, record,
         )
         return state, kept, loop_key
