@@ -117,7 +117,18 @@ def _load_or_export(path: Path, fn, dynamic):
             # ImportError: jax's serialiser needs flatbuffers; the others: a tree or a
             # primitive that export does not support. The plain jit then serves.
             return None
-    return jax.jit(exported.call)
+    return jax.jit(_named(exported.call, path.name.split("-")[0]))
+
+
+def _named(call, name: str):
+    """``call`` under the stored function's name, so that JAX's logs and profiles say
+    ``jit(_fit_map_core)`` rather than ``jit(call)``."""
+
+    def run(*args):
+        return call(*args)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
