@@ -14,7 +14,11 @@ covariance type lives here, as one class of static functions per type:
   second moment (full and tied) or its diagonal (diag and spherical) of ``y``;
 - ``unwhiten_vector`` / ``unwhiten_scatter`` map whitened statistics back to data units;
 - ``map_covariance(...)`` -> the exact MAP update of the covariance (docstrings derive it);
-- ``log_prior_components(params, prior, alive)`` -> log p(mu, Sigma) of the live components;
+- ``log_gamma_arguments(prior, D)`` -> the arguments of the log-gamma functions in the
+  normaliser of the covariance prior, and ``log_prior_components(params, prior, alive,
+  factor, log_gammas)`` -> log p(mu, Sigma) of the live components, given those
+  log-gammas (:func:`bayes_gmm.em.log_prior` evaluates every log-gamma of the prior in one
+  call: each call compiles to some twenty kernels);
 - ``n_parameters(K, D)`` -> free covariance parameters, for BIC/AIC.
 
 Shapes of ``covariances`` follow scikit-learn: full (K, D, D), tied (D, D), diag (K, D),
@@ -46,7 +50,6 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
-from jax.scipy.special import gammaln, multigammaln
 
 LOG_2PI = 1.8378770664093453
 
@@ -73,19 +76,34 @@ def _inverse_cholesky(cholesky):
     return solve_triangular(cholesky, eye, lower=True)
 
 
-def _log_inverse_gamma(value, shape, scale):
-    """log InvGamma(value | shape, scale), elementwise."""
-    return shape * jnp.log(scale) - gammaln(shape) - (shape + 1) * jnp.log(value) - scale / value
+def _log_inverse_gamma(value, shape, scale, log_gamma_shape):
+    """log InvGamma(value | shape, scale), elementwise, given log Gamma(shape)."""
+    return (shape * jnp.log(scale) - log_gamma_shape - (shape + 1) * jnp.log(value)
+            - scale / value)
 
 
-def _log_inverse_wishart(log_det, trace_scale_precision, dof, scale):
-    """log InvWishart(Sigma | dof, scale) from log|Sigma| and tr(scale Sigma^{-1})."""
+def _multigamma_arguments(dof, d):
+    """The arguments a - j / 2, j = 0..d-1, of the log-gammas that make up the log
+    multivariate gamma function log Gamma_d(a), a = dof / 2."""
+    dtype = jnp.promote_types(jnp.asarray(dof).dtype, jnp.float32)  # dof's float type
+    return 0.5 * dof - 0.5 * jnp.arange(d, dtype=dtype)
+
+
+def _log_multigamma(log_gammas, d):
+    """log Gamma_d(a) from the log-gammas of :func:`_multigamma_arguments` (as
+    jax.scipy.special.multigammaln computes it)."""
+    return jnp.sum(log_gammas) + 0.25 * d * (d - 1) * float(np.log(np.pi))
+
+
+def _log_inverse_wishart(log_det, trace_scale_precision, dof, scale, log_gammas):
+    """log InvWishart(Sigma | dof, scale) from log|Sigma| and tr(scale Sigma^{-1}), given
+    the log-gammas of :func:`_multigamma_arguments`."""
     d = scale.shape[-1]
     _, log_det_scale = jnp.linalg.slogdet(scale)
     return (
         0.5 * dof * log_det_scale
         - 0.5 * dof * d * jnp.log(2.0)
-        - multigammaln(0.5 * dof, d)
+        - _log_multigamma(log_gammas, d)
         - 0.5 * (dof + d + 1) * log_det
         - 0.5 * trace_scale_precision
     )
@@ -214,12 +232,17 @@ class Full:
         return psi / (prior.degrees_of_freedom + counts + d + 2)[:, None, None]
 
     @staticmethod
-    def log_prior_components(params, prior, alive, factor):
+    def log_gamma_arguments(prior, n_features):
+        return _multigamma_arguments(prior.degrees_of_freedom, n_features)
+
+    @staticmethod
+    def log_prior_components(params, prior, alive, factor, log_gammas):
         """log IW(Sigma_k) + log N(mu_k | m0, Sigma_k / kappa0), summed over live k."""
         psi_whitened = factor.inverse @ prior.covariance @ jnp.swapaxes(factor.inverse, -1, -2)
         trace = jnp.trace(psi_whitened, axis1=-2, axis2=-1)
         log_iw = _log_inverse_wishart(
-            2 * factor.half_log_det, trace, prior.degrees_of_freedom, prior.covariance
+            2 * factor.half_log_det, trace, prior.degrees_of_freedom, prior.covariance,
+            log_gammas,
         )
         dev = jnp.einsum("kde,ke->kd", factor.inverse, params.means - prior.mean)
         log_mean = _log_mean_prior(params.means, prior, jnp.sum(dev**2, -1), factor.half_log_det)
@@ -277,11 +300,16 @@ class Tied:
         return psi / (prior.degrees_of_freedom + jnp.sum(counts) + n_alive + d + 1)
 
     @staticmethod
-    def log_prior_components(params, prior, alive, factor):
+    def log_gamma_arguments(prior, n_features):
+        return _multigamma_arguments(prior.degrees_of_freedom, n_features)
+
+    @staticmethod
+    def log_prior_components(params, prior, alive, factor, log_gammas):
         """log IW(Sigma) + sum over live k of log N(mu_k | m0, Sigma / kappa0)."""
         trace = jnp.trace(factor.inverse @ prior.covariance @ factor.inverse.T)
         log_iw = _log_inverse_wishart(
-            2 * factor.half_log_det[0], trace, prior.degrees_of_freedom, prior.covariance
+            2 * factor.half_log_det[0], trace, prior.degrees_of_freedom, prior.covariance,
+            log_gammas,
         )
         dev = (params.means - prior.mean) @ factor.inverse.T
         log_mean = _log_mean_prior(params.means, prior, jnp.sum(dev**2, -1), factor.half_log_det)
@@ -330,11 +358,15 @@ class Diag:
         return psi / (prior.degrees_of_freedom + counts + 3)[:, None]
 
     @staticmethod
-    def log_prior_components(params, prior, alive, factor):
+    def log_gamma_arguments(prior, n_features):
+        return jnp.reshape(0.5 * prior.degrees_of_freedom, (1,))
+
+    @staticmethod
+    def log_prior_components(params, prior, alive, factor, log_gammas):
         """Sum over live k and all d of log InvGamma(sigma2_kd) + log N(mu_kd)."""
         variances = factor.cholesky**2
         log_ig = _log_inverse_gamma(
-            variances, 0.5 * prior.degrees_of_freedom, 0.5 * prior.covariance
+            variances, 0.5 * prior.degrees_of_freedom, 0.5 * prior.covariance, log_gammas[0]
         )
         dev_sq = ((params.means - prior.mean) * factor.inverse) ** 2
         log_mean = (
@@ -392,11 +424,15 @@ class Spherical:
         return psi / (prior.degrees_of_freedom + d * (counts + 1) + 2)
 
     @staticmethod
-    def log_prior_components(params, prior, alive, factor):
+    def log_gamma_arguments(prior, n_features):
+        return jnp.reshape(0.5 * prior.degrees_of_freedom, (1,))
+
+    @staticmethod
+    def log_prior_components(params, prior, alive, factor, log_gammas):
         """Sum over live k of log InvGamma(sigma2_k) + log N(mu_k | m0, sigma2_k I / kappa0)."""
         variances = factor.cholesky**2
         log_ig = _log_inverse_gamma(
-            variances, 0.5 * prior.degrees_of_freedom, 0.5 * prior.covariance
+            variances, 0.5 * prior.degrees_of_freedom, 0.5 * prior.covariance, log_gammas[0]
         )
         dev_sq = jnp.sum((params.means - prior.mean) ** 2, -1) / variances
         log_mean = _log_mean_prior(params.means, prior, dev_sq, factor.half_log_det)

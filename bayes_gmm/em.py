@@ -121,12 +121,22 @@ def log_prior(params: GMMParams, prior: GMMPrior, covariance_type: str = "full")
     factor = kind.factor(params.covariances, n_components, n_features)
     alive = params.weights > 0
     alpha = prior.weight_concentration
+    # Every log-gamma of the prior in one call: each call of gammaln compiles to some
+    # twenty kernels (JAX's float32 lgamma), a fifth of an EM program's compile time when
+    # the Dirichlet and the covariance prior called it three times.
+    arguments = jnp.concatenate([
+        jnp.sum(jnp.where(alive, alpha, 0.0))[None], alpha,
+        kind.log_gamma_arguments(prior, n_features),
+    ])
+    log_gammas = gammaln(arguments)
     log_dirichlet = (
-        gammaln(jnp.sum(jnp.where(alive, alpha, 0.0)))
-        - jnp.sum(jnp.where(alive, gammaln(alpha), 0.0))
+        log_gammas[0]
+        - jnp.sum(jnp.where(alive, log_gammas[1 : n_components + 1], 0.0))
         + jnp.sum(jnp.where(alive, xlogy(alpha - 1, params.weights), 0.0))
     )
-    return log_dirichlet + kind.log_prior_components(params, prior, alive, factor)
+    return log_dirichlet + kind.log_prior_components(
+        params, prior, alive, factor, log_gammas[n_components + 1 :]
+    )
 
 
 def _log_normaliser(log_weights, half_log_det, n_features):
