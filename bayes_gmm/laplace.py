@@ -305,8 +305,11 @@ class _SlotDirichlet(dist.Distribution):
     def log_prob(self, value):
         real = self.concentration > 0
         alpha = jnp.where(real, self.concentration, 1.0)  # padded: any finite stand-in
-        normaliser = (jnp.sum(jnp.where(real, gammaln(alpha), 0.0), axis=-1)
-                      - gammaln(jnp.sum(self.concentration, axis=-1)))
+        # One call of gammaln (each compiles to some twenty kernels in float32).
+        total = jnp.sum(self.concentration, axis=-1, keepdims=True)
+        log_gammas = gammaln(jnp.concatenate([alpha, total], axis=-1))
+        normaliser = (jnp.sum(jnp.where(real, log_gammas[..., :-1], 0.0), axis=-1)
+                      - log_gammas[..., -1])
         terms = jnp.log(jnp.where(real, value, 1.0)) * (alpha - 1.0)
         return jnp.sum(jnp.where(real, terms, 0.0), axis=-1) - normaliser
 
