@@ -89,6 +89,16 @@ def _multigamma_arguments(dof, d):
     return 0.5 * dof - 0.5 * jnp.arange(d, dtype=dtype)
 
 
+def _inverse_wishart_gamma_arguments(prior, n_features):
+    """The log-gamma arguments of an inverse-Wishart prior's normaliser (full, tied)."""
+    return _multigamma_arguments(prior.degrees_of_freedom, n_features)
+
+
+def _inverse_gamma_gamma_arguments(prior, n_features):
+    """The log-gamma argument of an inverse-gamma prior's normaliser (diag, spherical)."""
+    return jnp.reshape(0.5 * prior.degrees_of_freedom, (1,))
+
+
 def _log_multigamma(log_gammas, d):
     """log Gamma_d(a) from the log-gammas of :func:`_multigamma_arguments` (as
     jax.scipy.special.multigammaln computes it)."""
@@ -231,9 +241,7 @@ class Full:
         psi = 0.5 * (psi + jnp.swapaxes(psi, -1, -2))
         return psi / (prior.degrees_of_freedom + counts + d + 2)[:, None, None]
 
-    @staticmethod
-    def log_gamma_arguments(prior, n_features):
-        return _multigamma_arguments(prior.degrees_of_freedom, n_features)
+    log_gamma_arguments = staticmethod(_inverse_wishart_gamma_arguments)
 
     @staticmethod
     def log_prior_components(params, prior, alive, factor, log_gammas):
@@ -299,9 +307,7 @@ class Tied:
         n_alive = jnp.sum(alive)
         return psi / (prior.degrees_of_freedom + jnp.sum(counts) + n_alive + d + 1)
 
-    @staticmethod
-    def log_gamma_arguments(prior, n_features):
-        return _multigamma_arguments(prior.degrees_of_freedom, n_features)
+    log_gamma_arguments = staticmethod(_inverse_wishart_gamma_arguments)
 
     @staticmethod
     def log_prior_components(params, prior, alive, factor, log_gammas):
@@ -357,9 +363,7 @@ class Diag:
         psi = prior.covariance + scatter + shrinkage[:, None] * deviation**2
         return psi / (prior.degrees_of_freedom + counts + 3)[:, None]
 
-    @staticmethod
-    def log_gamma_arguments(prior, n_features):
-        return jnp.reshape(0.5 * prior.degrees_of_freedom, (1,))
+    log_gamma_arguments = staticmethod(_inverse_gamma_gamma_arguments)
 
     @staticmethod
     def log_prior_components(params, prior, alive, factor, log_gammas):
@@ -423,9 +427,7 @@ class Spherical:
         psi = prior.covariance + jnp.sum(scatter, -1) + shrinkage * jnp.sum(deviation**2, -1)
         return psi / (prior.degrees_of_freedom + d * (counts + 1) + 2)
 
-    @staticmethod
-    def log_gamma_arguments(prior, n_features):
-        return jnp.reshape(0.5 * prior.degrees_of_freedom, (1,))
+    log_gamma_arguments = staticmethod(_inverse_gamma_gamma_arguments)
 
     @staticmethod
     def log_prior_components(params, prior, alive, factor, log_gammas):
