@@ -66,7 +66,7 @@ def stored_jit(fn, static_argnums: tuple[int, ...]):
         if program is None:
             program = _load_or_export(folder / f"{fn.__name__}-{key}.bin",
                                       functools.partial(_with_static, jitted, static_argnums,
-                                                        static), dynamic)
+                                                        static), dynamic, fn.__name__)
             if program is None:  # not storable: the plain jit, without trying again
                 program = functools.partial(_with_static, jitted, static_argnums, static)
             loaded[key] = program
@@ -96,7 +96,7 @@ def _with_static(jitted, static_argnums, static, *dynamic):
     return jitted(*args)
 
 
-def _load_or_export(path: Path, fn, dynamic):
+def _load_or_export(path: Path, fn, dynamic, name: str):
     """The program from ``path``, else exported from ``fn`` and written there; None if
     ``jax.export`` cannot serialise (flatbuffers missing) or the program does not export."""
     try:
@@ -117,7 +117,7 @@ def _load_or_export(path: Path, fn, dynamic):
             # ImportError: jax's serialiser needs flatbuffers; the others: a tree or a
             # primitive that export does not support. The plain jit then serves.
             return None
-    return jax.jit(_named(exported.call, path.name.split("-")[0]))
+    return jax.jit(_named(exported.call, name))
 
 
 def _named(call, name: str):
