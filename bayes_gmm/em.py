@@ -480,13 +480,12 @@ def _em_update(state: _LoopState, stats, loglik, prior, covariance_type, tol, ke
 
 
 def history_length(max_iter: int, keep_history: bool = False) -> int:
-    """The length of EM's history buffers for ``max_iter`` steps: exactly ``max_iter + 1``
-    when the parameters of every step are kept, else a power of two (at least 1024), so
+    """The length of EM's history buffers for ``max_iter`` steps: a power of two above
+    ``max_iter`` (at least 1024, or 64 where the parameters of every step are kept), so
     that one compiled program serves every ``max_iter`` up to it (``max_iter`` itself is
-    an argument of the program, not part of its shape)."""
-    if keep_history:
-        return max_iter + 1
-    return max(1024, 1 << max_iter.bit_length())
+    an argument of the program, not part of its shape). Results are cut to
+    ``max_iter + 1`` steps outside the program."""
+    return max(64 if keep_history else 1024, 1 << max_iter.bit_length())
 
 
 def _start_state(params, length, keep_history, dtype) -> _LoopState:
@@ -657,6 +656,7 @@ def _unpadded(params, info, n_components, covariance_type, max_iter):
     history = info.params_history
     if history is not None:
         history = padding.unpad_params(history, n_components, covariance_type, axis=1)
+        history = jax.tree.map(lambda a: padding.unpad_axis(a, max_iter + 1, 0), history)
     info = info._replace(dead=padding.unpad_components(info.dead, n_components),
                          history=padding.unpad_axis(info.history, max_iter + 1, 0),
                          params_history=history)

@@ -391,6 +391,15 @@ def test_history_buffers():
     assert np.all(np.isfinite(info.history[: n + 1])) and np.all(np.isnan(info.history[n + 1:]))
     np.testing.assert_allclose(info.params_history.means[n], params.means, rtol=1e-6)
     assert float(info.history[n]) == pytest.approx(float(info.log_posterior), rel=1e-6)
+    # The buffers are a power of two (64 here): another max_iter within it is the same
+    # program, and its first steps are the same steps.
+    with count_compilations() as compiled:
+        _, short = fit_map(jax.random.key(0), x, default_prior(x, 2), init="random",
+                           keep_history=True, max_iter=5, tol=0.0)
+    assert compiled == []
+    assert short.history.shape == (6,) and short.params_history.means.shape == (6, 2, 2)
+    m = min(n, 5) + 1
+    np.testing.assert_array_equal(short.params_history.means[:m], info.params_history.means[:m])
 
 
 # --------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_padded_fit_with_given_start_and_history_equals_unpadded(covariance_type
     _assert_same_fit((params, info), reference)
     n = int(info.n_iter) + 1
     for a, b in zip(info.params_history, reference[1].params_history, strict=True):
+        b = np.asarray(b)[:101]  # the program's buffer is longer; fit_map cuts it at max_iter + 1
         assert a.shape == b.shape
         np.testing.assert_allclose(np.asarray(a)[:n], np.asarray(b)[:n], rtol=RTOL,
                                    atol=RTOL * 10)
