@@ -34,6 +34,19 @@ def test_stored_program_equals_plain_jit_and_is_written_once(store):
     assert len(list(store.glob("*.bin"))) == 3
 
 
+def test_small_programs_compile_at_llvm_o1_and_both_kinds_are_stored(store):
+    small = (np.zeros((512, 2), np.float32), np.zeros(512, np.float32))
+    large = np.ones(program_store.SMALL_ELEMENTS + 1, np.float32)
+    on_cpu = jax.default_backend() == "cpu"
+    assert program_store.compiler_options(small) == (
+        program_store.SMALL_PROGRAM_OPTIONS if on_cpu else None)
+    assert program_store.compiler_options((large,)) is None
+    fn = program_store.stored_jit(_scaled_sum, static_argnums=(2,))
+    assert float(fn(small[0] + 1, 2.0, "sum")) == 2048.0
+    assert float(fn(large, 1.0, "sum")) == float(large.size)
+    assert len(list(store.glob("*.bin"))) == 2  # the options do not stop the export
+
+
 def test_a_new_process_reads_the_stored_program(store):
     x = np.arange(6.0, dtype=np.float32)
     program_store.stored_jit(_scaled_sum, static_argnums=(2,))(x, 2.0, "sum")

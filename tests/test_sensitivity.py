@@ -27,7 +27,7 @@ import xarray as xr
 from conftest import DTYPE, X64, count_compilations, two_clusters
 from test_em import random_prior
 
-from bayes_gmm import GMMParams, GMMPrior, default_prior, fit_map, plots
+from bayes_gmm import GMMParams, GMMPrior, default_prior, fit_map, plots, program_store
 from bayes_gmm.em import log_prior
 from bayes_gmm.sensitivity import (
     HYPERPARAMETERS,
@@ -155,16 +155,26 @@ def test_padded_sweep_equals_unpadded(covariance_type):
     params, info = sensitivity.sweep_fits(x, prior, start, hyper,
                                           covariance_type=covariance_type)
     assert params.weights.shape == (5, 3)
-    unpadded = jax.jit(sensitivity._sweep_fits_core, static_argnums=(7, 8, 9))
+    # Compiled as the stored program is (bayes_gmm.program_store.compiler_options), so
+    # that the two differ by the padding alone.
+    unpadded = jax.jit(sensitivity._sweep_fits_core, static_argnums=(7, 8, 9),
+                       compiler_options=program_store.compiler_options(x))
     params_0, info_0 = unpadded(x, np.ones(len(x), x.dtype), prior, start, hyper,
                                 np.asarray(1e-6, x.dtype), np.int32(100), covariance_type,
                                 101, None)
-    rtol, atol = (1e-10, 1e-10) if X64 else (2e-4, 1e-5)
-    for got, want in zip((*params, info.log_posterior, info.log_likelihood, info.dead),
-                         (*params_0, info_0.log_posterior, info_0.log_likelihood,
-                          info_0.dead), strict=True):
+    # As in tests/test_padding.py: in float64 the same steps to a few ulps; in float32 the
+    # rounding is of the order of the stopping rule, so a fit may stop one step earlier
+    # or later (point 3 of the full type does), and then differs by what one slow EM
+    # step moves it (5e-3 relative), its log posterior by a few times tol.
+    rtol, atol, lp_rtol = (1e-10, 1e-10, 1e-10) if X64 else (5e-3, 1e-5, 1e-5)
+    for got, want in zip(params, params_0, strict=True):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
-    np.testing.assert_array_equal(info.n_iter, info_0.n_iter)
+    for got, want in zip((info.log_posterior, info.log_likelihood),
+                         (info_0.log_posterior, info_0.log_likelihood), strict=True):
+        np.testing.assert_allclose(got, want, rtol=lp_rtol)
+    np.testing.assert_array_equal(info.dead, info_0.dead)
+    steps_apart = np.abs(np.asarray(info.n_iter) - np.asarray(info_0.n_iter))
+    assert np.all(steps_apart == 0) if X64 else np.all(steps_apart <= 1)
 
 
 def test_sweep_of_another_k_compiles_nothing(data, crossed):
