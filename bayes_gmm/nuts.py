@@ -178,7 +178,8 @@ def finish(kept, x, prior, covariance_type):
 
 
 # The three steps of sample(), each compiled once per shape and settings (a next process
-# finds XLA's compilation in the persistent cache, bayes_gmm.compilation_cache). Unlike
+# finds XLA's compilation in the persistent cache, bayes_gmm.compilation_cache), at -O1 on
+# small data as the stored programs are (bayes_gmm.program_store.sized_jit). Unlike
 # the EM programs they are not kept lowered (bayes_gmm.program_store): NumPyro's state
 # does not serialise, and tracing them takes a second or two, next to a sampler's run.
 def _start_core(key_data, x, prior, start, init_jitter, covariance_type, num_chains,
@@ -199,9 +200,9 @@ def _advance_core(state, kept, first, x, prior, start, covariance_type, num_warm
                    init=init, steps=steps)
 
 
-_start = jax.jit(_start_core, static_argnums=(5, 6, 7, 8, 9, 10, 11))
-_advance = jax.jit(_advance_core, static_argnums=(6, 7, 8, 9, 10, 11))
-_finish = jax.jit(finish, static_argnums=(3,))
+_start = program_store.sized_jit(_start_core, static_argnums=(5, 6, 7, 8, 9, 10, 11))
+_advance = program_store.sized_jit(_advance_core, static_argnums=(6, 7, 8, 9, 10, 11))
+_finish = program_store.sized_jit(finish, static_argnums=(3,))
 # Transitions per call of _advance: the progress bar moves 20 times, and a run can be
 # interrupted between calls; the dispatches cost nothing measurable.
 CALLS = 20

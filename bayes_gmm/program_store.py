@@ -61,9 +61,8 @@ def stored_jit(fn, static_argnums: tuple[int, ...]):
 
     The static arguments must be plain values (str, int, float, bool, None).
     """
-    jitted = jax.jit(fn, static_argnums=static_argnums)
-    jitted_small = jax.jit(fn, static_argnums=static_argnums,
-                           compiler_options=SMALL_PROGRAM_OPTIONS)
+    sized = sized_jit(fn, static_argnums)
+    jitted = sized.default
     loaded: dict[str, object] = {}
 
     @functools.wraps(fn)
@@ -71,12 +70,8 @@ def stored_jit(fn, static_argnums: tuple[int, ...]):
         folder = _folder()
         static = tuple(args[i] for i in static_argnums)
         dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
-        if _is_traced(dynamic):  # inside the user's jit, whose options rule
-            return jitted(*args)
-        small = compiler_options(dynamic) is not None
-        chosen = jitted_small if small else jitted
-        if folder is None or not all(map(_plain, static)):
-            return chosen(*args)
+        if folder is None or _is_traced(dynamic) or not all(map(_plain, static)):
+            return sized(*args)
         key = _key(fn, static, dynamic)
         program = loaded.get(key)
         if program is None:
@@ -86,11 +81,29 @@ def stored_jit(fn, static_argnums: tuple[int, ...]):
                                       functools.partial(_with_static, jitted, static_argnums,
                                                         static), dynamic, fn.__name__)
             if program is None:  # not storable: the plain jit, without trying again
-                program = functools.partial(_with_static, chosen, static_argnums, static)
+                program = functools.partial(_with_static, sized, static_argnums, static)
             loaded[key] = program
         return program(*dynamic)
 
     call.jitted = jitted  # the plain jitted function, for lowering and cache inspection
+    return call
+
+
+def sized_jit(fn, static_argnums=()):
+    """``jax.jit(fn, static_argnums=...)`` compiled with :func:`compiler_options` of its
+    array arguments (-O1 for small data on a CPU); the user's ``jit`` rules a traced call.
+    ``.default`` is the jit with XLA's defaults."""
+    default = jax.jit(fn, static_argnums=static_argnums)
+    small = jax.jit(fn, static_argnums=static_argnums, compiler_options=SMALL_PROGRAM_OPTIONS)
+
+    @functools.wraps(fn)
+    def call(*args):
+        dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
+        if _is_traced(dynamic) or compiler_options(dynamic) is None:
+            return default(*args)
+        return small(*args)
+
+    call.default = default
     return call
 
 
@@ -207,4 +220,4 @@ def _source_digest() -> str:
 
 
 __all__ = ["SMALL_ELEMENTS", "SMALL_PROGRAM_OPTIONS", "compiler_options", "key_data",
-           "register_pytree", "stored_jit", "wrap_key"]
+           "register_pytree", "sized_jit", "stored_jit", "wrap_key"]
