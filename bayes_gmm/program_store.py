@@ -17,6 +17,9 @@ program is never called. A file that cannot be read or written only costs the ti
 would have saved; traced calls (a fit inside the user's ``jit`` or ``vmap``) and calls
 with a device mesh go straight to ``jax.jit``.
 
+On a CPU, programs on small data are compiled at LLVM -O1 (:func:`sized_jit`, by the
+size of their array arguments): there compiling, not running, is the cost.
+
 The store is trusted code, like JAX's cache: share its folder with no one you would not
 let run programs on your machine.
 """
