@@ -44,9 +44,11 @@ SUBFOLDER = "exported"
 # XLA's CPU backend compiles every fused kernel of a program through LLVM at -O3. A
 # program on small data (the data of a padded problem, bayes_gmm.padding, have at most
 # 2**16 elements) runs for milliseconds and compiles for seconds, so it is compiled at
-# -O1: measured on Old Faithful (2026-12-06), the EM program's compile went from 2.3 to
-# 1.9 s and the Gibbs sampler's from 3.7 to 2.4 s, their run times within noise; the
-# cold 36-model grid from 13.4-14.6 s to 11.2-11.8 s. Larger programs keep XLA's default.
+# -O1: measured on Old Faithful (2026-12-06, interleaved runs), the EM program's compile
+# went from 3.0-3.3 s to 2.5-2.9 s with the same run time, and the cold 36-model grid
+# (benchmarks/small_data.py) from 13.8-14.6 s to 10.7-10.8 s; with -O1 forced by
+# XLA_FLAGS, the Gibbs program compiled in 2.4 s against 3.7 s and ran as fast. Larger
+# programs keep XLA's default.
 SMALL_ELEMENTS = 2**16
 SMALL_PROGRAM_OPTIONS = {"xla_backend_optimization_level": 1}
 
